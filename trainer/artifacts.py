@@ -1,0 +1,106 @@
+"""Versioned artefact directories: written in a staging directory, checksummed, renamed into place.
+
+    <root>/<version>/manifest.json   version, config, sha256 of every file
+    <root>/current -> <version>       switched atomically after the version is complete
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+CURRENT = "current"
+FORMAT_VERSION = 1
+
+
+class ArtifactError(RuntimeError):
+    """Artefacts missing, incomplete or corrupted."""
+
+
+def new_version_name() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def staging_directory(root: Path, version: str) -> Iterator[Path]:
+    """A fresh directory beside the final one (same file system, so the rename is atomic); removed on failure."""
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".staging-{version}"
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def publish(staging: Path, root: Path, version: str, manifest: dict[str, Any]) -> Path:
+    """Checksum every file, write the manifest, rename into place, then point `current` at it."""
+    files = sorted(p for p in staging.rglob("*") if p.is_file())
+    manifest = {
+        **manifest,
+        "format": FORMAT_VERSION,
+        "version": version,
+        "files": {str(p.relative_to(staging)): sha256_of(p) for p in files},
+    }
+    write_json_atomic(staging / MANIFEST, manifest)
+    final = root / version
+    os.rename(staging, final)
+    link = root / f".{CURRENT}.{uuid.uuid4().hex[:6]}"
+    os.symlink(version, link)
+    os.replace(link, root / CURRENT)
+    return final
+
+
+def resolve_version(path: Path) -> Path:
+    """A version directory from either itself or an artefact root (its `current`, else its newest version)."""
+    if (path / MANIFEST).is_file():
+        return path
+    current = path / CURRENT
+    if current.exists() and (current / MANIFEST).is_file():
+        return current.resolve()
+    versions = sorted(p for p in path.iterdir() if (p / MANIFEST).is_file()) if path.is_dir() else []
+    if not versions:
+        raise ArtifactError(f"{path}: no artefact version found (run `recsys train --out {path}`)")
+    return versions[-1]
+
+
+def load_manifest(version_dir: Path, verify: bool = True) -> dict[str, Any]:
+    """The manifest of a version; with verify, every file's checksum is checked first."""
+    manifest_path = version_dir / MANIFEST
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{version_dir}: no {MANIFEST}")
+    manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+    if manifest.get("format") != FORMAT_VERSION:
+        raise ArtifactError(f"{version_dir}: artefact format {manifest.get('format')} is not {FORMAT_VERSION}")
+    if verify:
+        for name, expected in manifest["files"].items():
+            path = version_dir / name
+            if not path.is_file():
+                raise ArtifactError(f"{version_dir}: {name} is missing")
+            if sha256_of(path) != expected:
+                raise ArtifactError(f"{version_dir}: {name} does not match its checksum")
+    return manifest

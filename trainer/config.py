@@ -1,0 +1,71 @@
+"""Training configuration: packaged defaults (defaults.toml) overridden by a user's TOML file."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """The configuration file names an unknown key or has a value of the wrong type."""
+
+
+def defaults() -> dict[str, Any]:
+    text = resources.files("trainer").joinpath("defaults.toml").read_text()
+    return tomllib.loads(text)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any], path: str) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        where = f"{path}{key}"
+        if key not in base:
+            raise ConfigError(f"unknown configuration key {where!r}")
+        default = base[key]
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where!r} must be a table")
+            merged[key] = _merge(default, value, f"{where}.")
+            continue
+        # ints are accepted where floats are expected; bools never pass as numbers
+        if isinstance(default, bool) != isinstance(value, bool) or (
+            not isinstance(value, type(default)) and not (isinstance(default, float) and isinstance(value, int))
+        ):
+            raise ConfigError(f"{where!r} must be {type(default).__name__}, got {type(value).__name__}")
+        merged[key] = float(value) if isinstance(default, float) else value
+    return merged
+
+
+def _check_ranges(config: dict[str, Any]) -> None:
+    checks = [
+        (config["workflow"]["max_history"] >= 1, "workflow.max_history must be >= 1"),
+        (config["item_knn"]["neighbours"] >= 1, "item_knn.neighbours must be >= 1"),
+        (config["markov"]["neighbours"] >= 1, "markov.neighbours must be >= 1"),
+        (config["markov"]["order"] >= 1, "markov.order must be >= 1"),
+        (0 < config["item_knn"]["recency_decay"] <= 1, "item_knn.recency_decay must be in (0, 1]"),
+        (0 < config["markov"]["recency_decay"] <= 1, "markov.recency_decay must be in (0, 1]"),
+        (0 <= config["ranking"]["markov_weight"] <= 1, "ranking.markov_weight must be in [0, 1]"),
+        (all(0 <= w <= 1 for w in config["ranking"]["blend_grid"]), "ranking.blend_grid values in [0, 1]"),
+        (1 <= config["serving"]["candidates"] <= 1000, "serving.candidates must be in 1..1000"),
+        (config["data"]["min_item_count"] >= 1, "data.min_item_count must be >= 1"),
+        (config["data"]["min_user_count"] >= 1, "data.min_user_count must be >= 1"),
+    ]
+    problems = [message for ok, message in checks if not ok]
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def load_config(path: Path | None = None) -> dict[str, Any]:
+    """The effective configuration: defaults, overridden by the file at `path` when given."""
+    config = defaults()
+    if path is not None:
+        try:
+            override = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: {error}") from None
+        config = _merge(config, override, "")
+    _check_ranges(config)
+    return config
