@@ -15,6 +15,16 @@ import pandas as pd
 
 from trainer import artifacts
 from trainer.data import Dataset
+from trainer.layout import (
+    CATALOG_DIR,
+    CONFIG_FILE,
+    HISTORIES_FILE,
+    MODELS_DIR,
+    RANKING_FILE,
+    REPORT_JSON,
+    REPORT_MD,
+    WORKFLOW_DIR,
+)
 from trainer.evaluation import histories_by_user, hit_rate_ndcg, leave_last_out
 from trainer.models.item_knn import ItemKNN, candidate_scores
 from trainer.models.markov import Markov, blend
@@ -22,15 +32,6 @@ from trainer.models.neighbours import top_n
 from trainer.models.popularity import fit_popularity, save_popularity
 from trainer.workflow import Workflow
 
-# Layout of a version directory, shared with the services that read it.
-WORKFLOW_DIR = "workflow"
-MODELS_DIR = "models"
-CATALOG_DIR = "catalog"
-HISTORIES_FILE = "histories.parquet"
-CONFIG_FILE = "config.json"
-REPORT_JSON = "report.json"
-REPORT_MD = "report.md"
-RANKING_FILE = "ranking.json"
 
 Step = Callable[[str], None]
 

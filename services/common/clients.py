@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import grpc
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
-from services.common.errors import DeadlineExceeded, DomainError, InvalidArgument, Unavailable
+from services.common.errors import (
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    Unimplemented,
+)
 
 # Time kept back from the caller's remaining deadline so our own reply still makes it in time.
 DEADLINE_MARGIN_S = 0.005
@@ -25,25 +38,63 @@ def open_channel(address: str, max_message_bytes: int = 4 * 1024 * 1024) -> grpc
     )
 
 
-def downstream_timeout(context: grpc.aio.ServicerContext | None, budget_s: float) -> float:
-    """The timeout for a downstream call: the stage's own budget, cut to what the caller has left."""
-    remaining = context.time_remaining() if context is not None else None
-    if remaining is None:
-        return budget_s
-    timeout = min(budget_s, remaining - DEADLINE_MARGIN_S)
-    if timeout <= 0:
-        raise DeadlineExceeded("the caller's deadline has passed")
-    return timeout
+@dataclass(frozen=True)
+class Deadline:
+    """When the caller stops waiting (monotonic clock); None when the caller set no deadline."""
+
+    expires_at: float | None
+
+    @classmethod
+    def from_context(cls, context: grpc.aio.ServicerContext, default_s: float) -> Deadline:
+        remaining = context.time_remaining()
+        return cls(time.monotonic() + (default_s if remaining is None else remaining))
+
+    @classmethod
+    def of_caller(cls, context: grpc.aio.ServicerContext) -> Deadline:
+        """Exactly the caller's deadline, or none."""
+        remaining = context.time_remaining()
+        return cls(None if remaining is None else time.monotonic() + remaining)
+
+    def timeout(self, budget_s: float) -> float:
+        """A downstream call's timeout: the stage's own budget, cut to what the caller has left."""
+        if self.expires_at is None:
+            return budget_s
+        timeout = min(budget_s, self.expires_at - time.monotonic() - DEADLINE_MARGIN_S)
+        if timeout <= 0:
+            raise DeadlineExceeded("the caller's deadline has passed")
+        return timeout
+
+
+# Downstream answers that mean the same for our caller as for us.
+_PASSED_THROUGH: dict[grpc.StatusCode, type[DomainError]] = {
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+}
 
 
 def domain_error_from_rpc(error: grpc.aio.AioRpcError, stage: str) -> DomainError:
-    """A downstream failure as our own error; bad input stays bad input, the rest is unavailability."""
+    """A downstream failure as our own error: bad input stays bad input (with its field violations),
+    refusals pass through, and everything else is the stage being unavailable."""
     code = error.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"{stage} did not answer in time")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArgument([], message=f"{stage}: {error.details()}")
+        return InvalidArgument(_field_violations(error), message=f"{stage}: {error.details()}")
+    if code in _PASSED_THROUGH:
+        return _PASSED_THROUGH[code](f"{stage}: {error.details()}")
     return Unavailable(f"{stage} is unavailable ({code.name})")
+
+
+def _field_violations(error: grpc.aio.AioRpcError) -> list[FieldViolation]:
+    status = rpc_status.from_call(error)
+    violations: list[FieldViolation] = []
+    for detail in status.details if status is not None else []:
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            violations += [FieldViolation(v.field, v.description) for v in bad_request.field_violations]
+    return violations
 
 
 async def wait_until_serving(channel: grpc.aio.Channel, timeout_s: float, service: str = "") -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from trainer.models.neighbours import top_n
 
 SECONDS_PER_DAY = 86_400.0
 
@@ -27,3 +30,16 @@ def save_popularity(directory: Path, scores: np.ndarray) -> None:
 
 def load_popularity(directory: Path) -> np.ndarray:
     return np.load(directory / "popularity.npy", allow_pickle=False)
+
+
+class PopularityRanking:
+    """The most popular items by client id, for cold users and as the last-resort fallback."""
+
+    def __init__(self, item_ids: np.ndarray, scores: np.ndarray, encode: Callable[[list[str]], np.ndarray]) -> None:
+        self.item_ids = item_ids  # index i + 1 is item_ids[i]
+        self.scores = scores
+        self.encode = encode
+
+    def top(self, n: int, exclude: Sequence[str]) -> list[tuple[str, float]]:
+        excluded = self.encode(list(exclude)) if exclude else np.zeros(0, dtype=np.int32)
+        return [(str(self.item_ids[i - 1]), float(self.scores[i])) for i in top_n(self.scores, n, excluded)]

@@ -1,0 +1,51 @@
+"""CandidateService: proto ↔ domain only."""
+
+from __future__ import annotations
+
+import grpc
+
+from recsys.v1 import candidates_pb2, candidates_pb2_grpc, common_pb2
+from services.candidates.core import POPULARITY_NAME, Candidate, CandidateCore
+from services.common.encoding import history_indices
+from services.common.server import Registration
+
+
+def _reply(items: list[Candidate], model: str, version: str) -> candidates_pb2.GetCandidatesResponse:
+    return candidates_pb2.GetCandidatesResponse(
+        items=[common_pb2.ScoredItem(item_id=c.item_id, score=c.score, source=model) for c in items],
+        model=model,
+        model_version=version,
+    )
+
+
+class CandidateServicer(candidates_pb2_grpc.CandidateServiceServicer):
+    def __init__(self) -> None:
+        self.core: CandidateCore | None = None
+
+    def _core(self) -> CandidateCore:
+        assert self.core is not None, "the bootstrap answers UNAVAILABLE until start() has set the core"
+        return self.core
+
+    async def GetCandidates(
+        self, request: candidates_pb2.GetCandidatesRequest, context: grpc.aio.ServicerContext
+    ) -> candidates_pb2.GetCandidatesResponse:
+        core = self._core()
+        history = history_indices(request.context, core.workflow, core.version)
+        items, model = core.candidates(
+            history, list(request.context.seen_item_ids), list(request.exclude_item_ids), request.n
+        )
+        return _reply(items, model, core.version)
+
+    async def GetPopular(
+        self, request: candidates_pb2.GetPopularRequest, context: grpc.aio.ServicerContext
+    ) -> candidates_pb2.GetCandidatesResponse:
+        core = self._core()
+        return _reply(core.popular(list(request.exclude_item_ids), request.n), POPULARITY_NAME, core.version)
+
+
+def registration(servicer: CandidateServicer) -> Registration:
+    return Registration(
+        candidates_pb2_grpc.add_CandidateServiceServicer_to_server,
+        servicer,
+        candidates_pb2.DESCRIPTOR.services_by_name["CandidateService"].full_name,
+    )

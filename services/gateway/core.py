@@ -1,0 +1,150 @@
+"""Request orchestration: features → candidates → ranking, with degraded answers instead of failures."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from recsys.v1 import common_pb2
+from services.common.clients import Deadline
+from services.common.errors import DeadlineExceeded, Unavailable, Violations
+from services.common.validation import (
+    MAX_K,
+    EventInput,
+    check_attributes,
+    check_id,
+    check_k,
+    validate_events,
+)
+from trainer.models.popularity import PopularityRanking
+
+log = logging.getLogger(__name__)
+
+# Failures of a stage that the gateway answers around rather than passes on.
+DEGRADABLE = (Unavailable, DeadlineExceeded)
+
+
+class Stage(enum.Enum):
+    FEATURES = "features"
+    CANDIDATES = "candidates"
+    RANKING = "ranking"
+
+
+@dataclass(frozen=True)
+class Scored:
+    item_id: str
+    score: float
+    source: str
+
+
+@dataclass
+class Recommendation:
+    items: list[Scored]
+    model_version: str
+    cold_start: bool
+    degraded: list[Stage] = field(default_factory=list)
+
+
+class DownstreamPort(Protocol):
+    async def user_context(
+        self, user_id: str, attributes: Mapping[str, str], deadline: Deadline
+    ) -> common_pb2.UserContext: ...
+
+    async def candidates(
+        self, context: common_pb2.UserContext, n: int, exclude: Sequence[str], deadline: Deadline
+    ) -> list[Scored]: ...
+
+    async def rank(
+        self, context: common_pb2.UserContext, candidates: Sequence[Scored], k: int, deadline: Deadline
+    ) -> list[Scored]: ...
+
+    async def record(self, events: Sequence[EventInput], deadline: Deadline) -> tuple[int, int]: ...
+
+
+class GatewayCore:
+    def __init__(
+        self,
+        downstream: DownstreamPort,
+        fallback: PopularityRanking,
+        model_version: str,
+        candidates_n: int,
+        max_events: int,
+    ) -> None:
+        self.downstream = downstream
+        self.fallback = fallback
+        self.model_version = model_version
+        self.candidates_n = candidates_n
+        self.max_events = max_events
+
+    @staticmethod
+    def validate_recommend(user_id: str, k: int, attributes: Mapping[str, str], exclude: Sequence[str]) -> None:
+        violations = Violations()
+        check_id(violations, "user_id", user_id)
+        check_k(violations, "k", k)
+        check_attributes(violations, "user_attributes", attributes)
+        if len(exclude) > MAX_K:
+            violations.add("exclude_item_ids", f"at most {MAX_K} ids, got {len(exclude)}")
+        else:
+            for i, item_id in enumerate(exclude):
+                check_id(violations, f"exclude_item_ids[{i}]", item_id)
+        violations.raise_if_any()
+
+    async def recommend(
+        self, user_id: str, k: int, attributes: Mapping[str, str], exclude: Sequence[str], deadline: Deadline
+    ) -> Recommendation:
+        self.validate_recommend(user_id, k, attributes, exclude)
+        # Without the user's history nothing guarantees seen items stay out: no answer rather than a wrong one.
+        context = await self.downstream.user_context(user_id, attributes, deadline)
+        degraded: list[Stage] = []
+        never = {*context.seen_item_ids, *exclude}
+        n = min(max(self.candidates_n, k), MAX_K)
+        try:
+            candidates = await self.downstream.candidates(context, n, list(exclude), deadline)
+        except DEGRADABLE as error:
+            log.warning("candidates degraded to popularity", extra={"error": str(error)})
+            degraded.append(Stage.CANDIDATES)
+            candidates = [Scored(i, s, "popularity") for i, s in self.fallback.top(n, sorted(never))]
+        ranked = candidates
+        if candidates:
+            try:
+                ranked = await self.downstream.rank(context, candidates, k, deadline)
+            except DEGRADABLE as error:
+                log.warning("ranking degraded to candidate order", extra={"error": str(error)})
+                degraded.append(Stage.RANKING)
+        # A last guard: whatever a stage returned, nothing seen or excluded leaves the gateway.
+        items = [item for item in ranked if item.item_id not in never][:k]
+        return Recommendation(items, self.model_version, not context.known_user, degraded)
+
+    async def record_events(self, events: Sequence[EventInput], deadline: Deadline) -> tuple[int, int]:
+        validate_events(events, self.max_events)
+        return await self.downstream.record(events, deadline)
+
+
+MAX_ITEMS_PER_REGISTRATION = 1000
+MAX_SYNTHETIC_ROWS = 10_000_000
+MAX_CHUNK_SIZE = 10_000
+
+
+def validate_items(items: Sequence[tuple[str, Mapping[str, str]]]) -> None:
+    violations = Violations()
+    if not items:
+        violations.add("items", "must not be empty")
+    if len(items) > MAX_ITEMS_PER_REGISTRATION:
+        violations.add("items", f"at most {MAX_ITEMS_PER_REGISTRATION} per request, got {len(items)}")
+    else:
+        for i, (item_id, attributes) in enumerate(items):
+            check_id(violations, f"items[{i}].item_id", item_id)
+            check_attributes(violations, f"items[{i}].attributes", attributes)
+    violations.raise_if_any()
+
+
+def validate_synthetic(kind: int, count: int, chunk_size: int, conditions: Mapping[str, str]) -> None:
+    violations = Violations()
+    violations.check(kind != 0, "kind", "must be USERS, ITEMS or INTERACTIONS")
+    violations.check(1 <= count <= MAX_SYNTHETIC_ROWS, "count", f"must be in 1..{MAX_SYNTHETIC_ROWS}, got {count}")
+    violations.check(0 <= chunk_size <= MAX_CHUNK_SIZE, "chunk_size", f"must be in 0..{MAX_CHUNK_SIZE}")
+    check_attributes(violations, "conditions", conditions)
+    violations.raise_if_any()

@@ -1,0 +1,79 @@
+"""Gateway: the public contract, proto ↔ domain only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from recsys.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, synthetic_pb2
+from services.common.clients import Deadline
+from services.common.server import Registration
+from services.common.validation import EventInput
+from services.gateway.adapters import Downstream
+from services.gateway.core import GatewayCore, Stage, validate_items, validate_synthetic
+
+_STAGES = {
+    Stage.FEATURES: gateway_pb2.STAGE_FEATURES,
+    Stage.CANDIDATES: gateway_pb2.STAGE_CANDIDATES,
+    Stage.RANKING: gateway_pb2.STAGE_RANKING,
+}
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+    def __init__(self, downstream: Downstream, default_deadline_s: float) -> None:
+        self.downstream = downstream
+        self.default_deadline_s = default_deadline_s
+        self.core: GatewayCore | None = None
+
+    def _core(self) -> GatewayCore:
+        assert self.core is not None, "the bootstrap answers UNAVAILABLE until start() has set the core"
+        return self.core
+
+    def _deadline(self, context: grpc.aio.ServicerContext) -> Deadline:
+        return Deadline.from_context(context, self.default_deadline_s)
+
+    async def Recommend(
+        self, request: gateway_pb2.RecommendRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RecommendResponse:
+        answer = await self._core().recommend(
+            request.user_id,
+            request.k,
+            dict(request.user_attributes),
+            list(request.exclude_item_ids),
+            self._deadline(context),
+        )
+        return gateway_pb2.RecommendResponse(
+            items=[common_pb2.ScoredItem(item_id=i.item_id, score=i.score, source=i.source) for i in answer.items],
+            model_version=answer.model_version,
+            degraded_stages=[_STAGES[s] for s in answer.degraded],
+            cold_start=answer.cold_start,
+        )
+
+    async def RecordEvents(
+        self, request: gateway_pb2.RecordEventsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RecordEventsResponse:
+        events = [EventInput(e.user_id, e.item_id, e.timestamp, e.event_id, e.rating) for e in request.events]
+        accepted, duplicates = await self._core().record_events(events, self._deadline(context))
+        return gateway_pb2.RecordEventsResponse(accepted=accepted, duplicates=duplicates)
+
+    async def RegisterItems(
+        self, request: synthetic_pb2.RegisterItemsRequest, context: grpc.aio.ServicerContext
+    ) -> synthetic_pb2.RegisterItemsResponse:
+        validate_items([(item.item_id, dict(item.attributes)) for item in request.items])
+        return await self.downstream.register_items(request, self._deadline(context))
+
+    async def GenerateSynthetic(
+        self, request: synthetic_pb2.GenerateSyntheticRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[synthetic_pb2.GenerateSyntheticResponse]:
+        validate_synthetic(request.kind, request.count, request.chunk_size, dict(request.conditions))
+        async for chunk in self.downstream.generate(request, Deadline.of_caller(context)):
+            yield chunk
+
+
+def registration(servicer: GatewayServicer) -> Registration:
+    return Registration(
+        gateway_pb2_grpc.add_GatewayServicer_to_server,
+        servicer,
+        gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name,
+    )

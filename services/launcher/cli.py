@@ -1,0 +1,218 @@
+"""`recsys`: train artefacts, serve the suite, or do both on a fresh machine (`recsys up`)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from services.launcher.supervisor import LaunchError, Suite, wait_for_signal
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True)
+
+DEFAULT_HOME = Path(".recsys")
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _load_dataset(interactions: Path | None, items: Path | None, users: Path | None,
+                  movielens: Path | None, min_rating: float) -> Any:
+    from trainer.data import load_csvs, load_movielens
+
+    if movielens is not None:
+        if interactions is not None:
+            _fail("give either --movielens or --interactions, not both")
+        return load_movielens(movielens, min_rating)
+    if interactions is None:
+        _fail("give --interactions CSV (or --movielens DIR)")
+    return load_csvs(interactions, items, users, min_rating)
+
+
+def run_training(interactions: Path | None, items: Path | None, users: Path | None, movielens: Path | None,
+                 config_path: Path | None, out: Path) -> Path:
+    from trainer.config import ConfigError, load_config
+    from trainer.data import DataError
+    from trainer.pipeline import train
+
+    try:
+        config = load_config(config_path)
+        dataset = _load_dataset(interactions, items, users, movielens, config["data"]["min_rating"])
+    except (ConfigError, DataError, OSError) as error:
+        _fail(str(error))
+    steps = ("workflow", "validation", "models", "write")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("training", total=len(steps))
+
+        def step(name: str) -> None:
+            progress.update(task, description=f"training: {name}", completed=steps.index(name))
+
+        try:
+            result = train(dataset, config, out, step)
+        except ValueError as error:
+            _fail(str(error))
+        progress.update(task, completed=len(steps))
+    _print_report(result.report)
+    console.print(f"[green]artefacts written:[/green] {result.version_dir}")
+    return result.version_dir
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    data = report["data"]
+    console.print(f"data: {data['interactions']} interactions, {data['users']} users, {data['items']} items")
+    for quality in report["quality"]:
+        rejected = ", ".join(f"{k}={v}" for k, v in quality["rejected"].items()) or "none rejected"
+        console.print(f"  {quality['source']}: kept {quality['rows_kept']}/{quality['rows_read']} ({rejected})")
+    validation = report["validation"]
+    table = Table(title=f"validation: last item of {validation['users']} users held out")
+    table.add_column("model")
+    table.add_column("HR@10", justify="right")
+    table.add_column("NDCG@10", justify="right")
+    for name in ("popularity", "item_knn", "blend"):
+        if name in validation:
+            table.add_row(name, f"{validation[name]['HR@10']:.4f}", f"{validation[name]['NDCG@10']:.4f}")
+    console.print(table)
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Artefact root; a new version directory is written inside it.")],
+    interactions: Annotated[Path | None, typer.Option(help="CSV: user_id,item_id,timestamp[,rating].")] = None,
+    items: Annotated[Path | None, typer.Option(help="CSV: item_id plus attribute columns.")] = None,
+    users: Annotated[Path | None, typer.Option(help="CSV: user_id plus attribute columns.")] = None,
+    movielens: Annotated[Path | None, typer.Option(help="A MovieLens ml-100k or ml-1m directory.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML overriding trainer/defaults.toml.")] = None,
+) -> None:
+    """Train every model and write one versioned artefact directory atomically."""
+    run_training(interactions, items, users, movielens, config, out)
+
+
+def _start_suite(artifacts: Path, port: int, host: str, state_dir: Path | None) -> Suite:
+    from trainer.artifacts import ArtifactError, resolve_version
+
+    try:
+        resolve_version(artifacts)
+    except ArtifactError as error:
+        _fail(str(error))
+    suite = Suite(artifacts=artifacts, port=port, host=host, state_dir=state_dir)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with console.status("starting services"):
+            address = suite.start()
+    except LaunchError as error:
+        _fail(str(error), 1)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    console.print(f"[green]gateway ready:[/green] {address}")
+    print(f"gateway {address}", flush=True)  # on stdout, for scripts
+    return suite
+
+
+@app.command()
+def serve(
+    artifacts: Annotated[Path, typer.Option(help="Artefact root (its current version) or one version directory.")],
+    port: Annotated[int, typer.Option(help="Gateway port; 0 picks a free one.", min=0, max=65535)] = 50051,
+    host: Annotated[str, typer.Option(help="Address every service binds.")] = "127.0.0.1",
+    state_dir: Annotated[Path | None, typer.Option(help="Online state (recorded events); default ARTIFACTS/state.")]
+    = None,
+) -> None:
+    """Start every service as its own process and serve until SIGTERM or Ctrl-C."""
+    suite = _start_suite(artifacts, port, host, state_dir)
+    raise typer.Exit(wait_for_signal(suite))
+
+
+def _sample_recommendation(address: str, user_id: str) -> dict[str, Any]:
+    import grpc
+
+    from recsys.v1 import gateway_pb2, gateway_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        reply = gateway_pb2_grpc.GatewayStub(channel).Recommend(
+            gateway_pb2.RecommendRequest(user_id=user_id, k=5), timeout=10
+        )
+    return {
+        "user_id": user_id,
+        "model_version": reply.model_version,
+        "items": [{"item_id": i.item_id, "score": round(i.score, 4)} for i in reply.items],
+        "degraded_stages": [gateway_pb2.Stage.Name(s) for s in reply.degraded_stages],
+    }
+
+
+@app.command()
+def up(
+    movielens: Annotated[Path | None, typer.Option(help="Train on MovieLens instead of the demo data.")] = None,
+    home: Annotated[Path, typer.Option(help="Where demo data, artefacts and state live.")] = DEFAULT_HOME,
+    port: Annotated[int, typer.Option(help="Gateway port; 0 picks a free one.", min=0, max=65535)] = 50051,
+    once: Annotated[bool, typer.Option(help="Stop after printing the sample recommendation.")] = False,
+) -> None:
+    """Demo data if none, training if no artefacts, then serve and print one recommendation."""
+    from trainer.artifacts import ArtifactError, resolve_version
+
+    artifacts = home / ("artifacts-movielens" if movielens else "artifacts")
+    try:
+        resolve_version(artifacts)
+        console.print(f"using existing artefacts in {artifacts}")
+    except ArtifactError:
+        if movielens is not None:
+            run_training(None, None, None, movielens, None, artifacts)
+        else:
+            from trainer.demo import generate
+
+            data_dir = home / "demo-data"
+            if not (data_dir / "interactions.csv").is_file():
+                with console.status("generating demo data"):
+                    generate().write(data_dir)
+                console.print(f"demo data written to {data_dir}")
+            run_training(data_dir / "interactions.csv", data_dir / "items.csv", data_dir / "users.csv", None,
+                         None, artifacts)
+    suite = _start_suite(artifacts, port, "127.0.0.1", None)
+    try:
+        from trainer.layout import HISTORIES_FILE
+
+        import pandas as pd
+
+        user_id = str(pd.read_parquet(resolve_version(artifacts) / HISTORIES_FILE, columns=["user_id"]).iloc[0, 0])
+        print(json.dumps(_sample_recommendation(suite.gateway_address, user_id), indent=1), flush=True)
+    except BaseException:
+        suite.stop()
+        raise
+    if once:
+        suite.stop()
+        return
+    console.print("serving; Ctrl-C stops every service")
+    raise typer.Exit(wait_for_signal(suite))
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[Path, typer.Option(help="Directory for interactions.csv, items.csv, users.csv.")],
+    users: Annotated[int, typer.Option(min=1)] = 2000,
+    items: Annotated[int, typer.Option(min=8)] = 600,
+    mean_history: Annotated[int, typer.Option(min=3)] = 40,
+    seed: int = 7,
+) -> None:
+    """Write the generated demo data set as CSV."""
+    from trainer.demo import generate
+
+    paths = generate(users, items, mean_history, seed).write(out)
+    for name, path in paths.items():
+        console.print(f"{name}: {path}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

@@ -1,0 +1,196 @@
+"""Runs the suite: one process per service, started in dependency order, stopped without leftovers."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from trainer.artifacts import MANIFEST
+
+BACKENDS = ("features", "candidates", "ranking", "synthetic")
+GATEWAY = "gateway"
+_PR_SET_PDEATHSIG = 1
+
+
+class LaunchError(RuntimeError):
+    """A service did not come up; the message carries the tail of its log."""
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the launcher dies, so no service outlives it."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def artifact_root(path: Path) -> Path:
+    """The directory that holds versions (and the suite's state), given a root or one version."""
+    return path.parent if (path / MANIFEST).is_file() else path
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+    port_file: Path
+
+
+@dataclass
+class Suite:
+    artifacts: Path
+    host: str = "127.0.0.1"
+    port: int = 50051
+    state_dir: Path | None = None
+    log_dir: Path | None = None
+    start_timeout_s: float = 120.0
+    grace_s: float = 5.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+    children: dict[str, Child] = field(default_factory=dict)
+    gateway_port: int = 0
+    _run_dir: Path | None = None
+
+    @property
+    def gateway_address(self) -> str:
+        return f"{self.host}:{self.gateway_port}"
+
+    def _spawn(self, name: str, env: dict[str, str]) -> Child:
+        assert self._run_dir is not None
+        log_dir = self.log_dir or artifact_root(self.artifacts) / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{name}.log"
+        log_file = log_path.open("ab")
+        port_file = self._run_dir / f"{name}.port"
+        child_env = {
+            **os.environ,
+            **self.extra_env,
+            "RECSYS_ARTIFACTS": str(self.artifacts),
+            "RECSYS_HOST": self.host,
+            "RECSYS_PORT_FILE": str(port_file),
+            "RECSYS_STATE_DIR": str(self.state_dir or artifact_root(self.artifacts) / "state"),
+            **env,
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the launcher only; it stops children in order
+            preexec_fn=_die_with_parent,
+        )
+        child = Child(name, process, log_path, log_file, port_file)
+        self.children[name] = child
+        return child
+
+    def _failure(self, child: Child, what: str) -> LaunchError:
+        child.log_file.flush()
+        tail = child.log_path.read_bytes()[-3000:].decode(errors="replace")
+        return LaunchError(f"{child.name} {what}; last log lines ({child.log_path}):\n{tail}")
+
+    def _wait_for_port(self, child: Child, deadline: float) -> int:
+        while time.monotonic() < deadline:
+            if child.port_file.exists():
+                return int(child.port_file.read_text())
+            if child.process.poll() is not None:
+                raise self._failure(child, f"exited with code {child.process.returncode} before listening")
+            time.sleep(0.05)
+        raise self._failure(child, "did not start listening in time")
+
+    def _wait_for_health(self, child: Child, port: int, deadline: float) -> None:
+        with grpc.insecure_channel(f"{self.host}:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if child.process.poll() is not None:
+                    raise self._failure(child, f"exited with code {child.process.returncode} while loading")
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
+        raise self._failure(child, "did not become SERVING in time")
+
+    def start(self) -> str:
+        """Start every service; return the gateway's address once all report SERVING."""
+        self._run_dir = Path(tempfile.mkdtemp(prefix="recsys-run-"))
+        deadline = time.monotonic() + self.start_timeout_s
+        try:
+            ports = {}
+            for name in BACKENDS:
+                self._spawn(name, {"RECSYS_PORT": "0"})
+            for name in BACKENDS:
+                ports[name] = self._wait_for_port(self.children[name], deadline)
+            addresses = {f"RECSYS_{n.upper()}_ADDR": f"{self.host}:{p}" for n, p in ports.items()}
+            gateway = self._spawn(GATEWAY, {"RECSYS_PORT": str(self.port), **addresses})
+            self.gateway_port = self._wait_for_port(gateway, deadline)
+            for name in BACKENDS:
+                self._wait_for_health(self.children[name], ports[name], deadline)
+            self._wait_for_health(gateway, self.gateway_port, deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self.gateway_address
+
+    def exited(self) -> list[tuple[str, int]]:
+        """Children that have exited, with their return codes."""
+        return [(c.name, c.process.returncode) for c in self.children.values() if c.process.poll() is not None]
+
+    def stop(self) -> None:
+        """SIGTERM the gateway first (it drains), then the rest; SIGKILL whatever outlives the grace period."""
+        order = [c for c in (self.children.get(GATEWAY),) if c is not None]
+        order += [self.children[n] for n in BACKENDS if n in self.children]
+        for group in (order[:1], order[1:]):
+            for child in group:
+                if child.process.poll() is None:
+                    child.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + self.grace_s + 2.0
+            for child in group:
+                try:
+                    child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.process.kill()
+                    child.process.wait()
+        for child in order:
+            child.log_file.close()
+        self.children.clear()
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+            self._run_dir = None
+
+
+def wait_for_signal(suite: Suite) -> int:
+    """Block until SIGTERM/SIGINT (exit 0) or a child dies on its own (exit 1); stops the suite either way."""
+    received: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not received:
+            dead = suite.exited()
+            if dead:
+                print(f"stopping: {', '.join(f'{n} exited with code {c}' for n, c in dead)}", file=sys.stderr)
+                return 1
+            with contextlib.suppress(InterruptedError):
+                time.sleep(0.2)
+        return 0
+    finally:
+        suite.stop()
+        for sig, old in previous.items():
+            signal.signal(sig, old)

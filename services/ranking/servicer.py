@@ -1,0 +1,36 @@
+"""RankingService: proto ↔ domain only."""
+
+from __future__ import annotations
+
+import grpc
+
+from recsys.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc
+from services.common.encoding import history_indices
+from services.common.server import Registration
+from services.ranking.core import MODEL_NAME, RankingCore
+
+
+class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
+    def __init__(self) -> None:
+        self.core: RankingCore | None = None
+
+    async def Rank(self, request: ranking_pb2.RankRequest, context: grpc.aio.ServicerContext) -> ranking_pb2.RankResponse:
+        core = self.core
+        assert core is not None, "the bootstrap answers UNAVAILABLE until start() has set the core"
+        history = history_indices(request.context, core.workflow, core.version)
+        ranked = core.rank(
+            history, [c.item_id for c in request.candidates], [c.score for c in request.candidates], request.k
+        )
+        return ranking_pb2.RankResponse(
+            items=[common_pb2.ScoredItem(item_id=r.item_id, score=r.score, source=MODEL_NAME) for r in ranked],
+            model=MODEL_NAME,
+            model_version=core.version,
+        )
+
+
+def registration(servicer: RankingServicer) -> Registration:
+    return Registration(
+        ranking_pb2_grpc.add_RankingServiceServicer_to_server,
+        servicer,
+        ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name,
+    )

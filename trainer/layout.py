@@ -1,0 +1,10 @@
+"""Names inside an artefact version directory, shared by the trainer that writes and the services that read."""
+
+WORKFLOW_DIR = "workflow"
+MODELS_DIR = "models"
+CATALOG_DIR = "catalog"
+HISTORIES_FILE = "histories.parquet"
+CONFIG_FILE = "config.json"
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+RANKING_FILE = "ranking.json"
