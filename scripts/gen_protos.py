@@ -1,7 +1,7 @@
 """Generate the Python stubs (and .pyi) of protos/recsys/v1 next to the .proto files.
 
-    python scripts/gen_protos.py          # regenerate
-    python scripts/gen_protos.py --check  # exit 1 when the committed stubs are stale
+python scripts/gen_protos.py          # regenerate
+python scripts/gen_protos.py --check  # exit 1 when the committed stubs are stale
 """
 
 from __future__ import annotations
@@ -39,9 +39,7 @@ def generate(out_dir: Path) -> list[Path]:
 
 
 def committed() -> list[Path]:
-    return sorted(
-        p.relative_to(PROTO_ROOT) for p in PACKAGE_DIR.iterdir() if p.name.endswith(GENERATED_SUFFIXES)
-    )
+    return sorted(p.relative_to(PROTO_ROOT) for p in PACKAGE_DIR.iterdir() if p.name.endswith(GENERATED_SUFFIXES))
 
 
 def stale_files() -> list[str]:

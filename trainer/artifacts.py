@@ -1,7 +1,7 @@
 """Versioned artefact directories: written in a staging directory, checksummed, renamed into place.
 
-    <root>/<version>/manifest.json   version, config, sha256 of every file
-    <root>/current -> <version>       switched atomically after the version is complete
+<root>/<version>/manifest.json   version, config, sha256 of every file
+<root>/current -> <version>       switched atomically after the version is complete
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ class QualityReport:
     rejected: Counter[str] = field(default_factory=Counter)
     unknown_columns: list[str] = field(default_factory=list)
 
-    def reject(self, reason: str, count: int) -> None:
+    def reject(self, reason: str, count: int | np.integer | float) -> None:
         if count:
             self.rejected[reason] += int(count)
 
@@ -89,9 +89,7 @@ def clean_interactions(frame: pd.DataFrame, report: QualityReport, min_rating: f
     missing = [c for c in INTERACTION_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{report.source}: missing required column(s) {missing}; have {list(frame.columns)}")
-    report.unknown_columns = [
-        c for c in frame.columns if c not in INTERACTION_COLUMNS + OPTIONAL_INTERACTION_COLUMNS
-    ]
+    report.unknown_columns = [c for c in frame.columns if c not in INTERACTION_COLUMNS + OPTIONAL_INTERACTION_COLUMNS]
     frame = frame.astype({"user_id": str, "item_id": str})
 
     bad = frame["user_id"] == ""
@@ -160,9 +158,7 @@ def read_entities_csv(path: Path, key: str) -> tuple[pd.DataFrame, QualityReport
     return clean_entities(_read_csv_strings(path, report), key, report), report
 
 
-def load_csvs(
-    interactions: Path, items: Path | None, users: Path | None, min_rating: float = 0.0
-) -> Dataset:
+def load_csvs(interactions: Path, items: Path | None, users: Path | None, min_rating: float = 0.0) -> Dataset:
     frame, report = read_interactions_csv(interactions, min_rating)
     quality = [report]
     item_frame = user_frame = None

@@ -15,6 +15,7 @@ import pandas as pd
 
 from trainer import artifacts
 from trainer.data import Dataset
+from trainer.evaluation import histories_by_user, hit_rate_ndcg, leave_last_out
 from trainer.layout import (
     CATALOG_DIR,
     CONFIG_FILE,
@@ -25,13 +26,11 @@ from trainer.layout import (
     REPORT_MD,
     WORKFLOW_DIR,
 )
-from trainer.evaluation import histories_by_user, hit_rate_ndcg, leave_last_out
 from trainer.models.item_knn import ItemKNN, candidate_scores
 from trainer.models.markov import Markov, blend
 from trainer.models.neighbours import top_n
 from trainer.models.popularity import fit_popularity, save_popularity
 from trainer.workflow import Workflow
-
 
 Step = Callable[[str], None]
 
@@ -55,11 +54,24 @@ def fit_models(encoded: pd.DataFrame, workflow: Workflow, config: dict[str, Any]
     timestamps = encoded["timestamp"].to_numpy()
     popularity = fit_popularity(items, timestamps, workflow.items.size, config["popularity"]["half_life_days"])
     knn = config["item_knn"]
-    item_knn = ItemKNN.fit(users, items, workflow.users.size, workflow.items.size,
-                           knn["neighbours"], knn["shrinkage"], knn["recency_decay"])
+    item_knn = ItemKNN.fit(
+        users,
+        items,
+        workflow.users.size,
+        workflow.items.size,
+        knn["neighbours"],
+        knn["shrinkage"],
+        knn["recency_decay"],
+    )
     markov_config = config["markov"]
-    markov = Markov.fit(users, items, workflow.items.size, markov_config["neighbours"],
-                        markov_config["order"], markov_config["recency_decay"])
+    markov = Markov.fit(
+        users,
+        items,
+        workflow.items.size,
+        markov_config["neighbours"],
+        markov_config["order"],
+        markov_config["recency_decay"],
+    )
     return FittedModels(popularity, item_knn, markov)
 
 
@@ -93,8 +105,10 @@ def validate(encoded: pd.DataFrame, workflow: Workflow, config: dict[str, Any]) 
     return {
         "users": len(targets),
         "popularity": hit_rate_ndcg(popular, targets, 10),
-        "item_knn": {**hit_rate_ndcg(candidate_lists, targets, 10),
-                     f"HR@{n_candidates}": hit_rate_ndcg(candidate_lists, targets, n_candidates)[f"HR@{n_candidates}"]},
+        "item_knn": {
+            **hit_rate_ndcg(candidate_lists, targets, 10),
+            f"HR@{n_candidates}": hit_rate_ndcg(candidate_lists, targets, n_candidates)[f"HR@{n_candidates}"],
+        },
         "blend_by_weight": {str(w): m for w, m in by_weight.items()},
         "markov_weight": best,
         "blend": by_weight[best],
@@ -124,8 +138,12 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         raise ValueError("no usable interactions after cleaning; see the data-quality report")
     data_config = config["data"]
     with stage("workflow"):
-        workflow = Workflow.fit(interactions, config["workflow"]["max_history"],
-                                data_config["min_user_count"], data_config["min_item_count"])
+        workflow = Workflow.fit(
+            interactions,
+            config["workflow"]["max_history"],
+            data_config["min_user_count"],
+            data_config["min_item_count"],
+        )
         encoded = workflow.encode_interactions(interactions)
     with stage("validation"):
         validation = validate(encoded, workflow, config)
@@ -174,8 +192,9 @@ def render_report(report: dict[str, Any]) -> str:
     lines += ["", "## Data quality", ""]
     for quality in report["quality"]:
         rejected = ", ".join(f"{k}={v}" for k, v in quality["rejected"].items()) or "none"
-        lines.append(f"- {quality['source']}: read {quality['rows_read']}, kept {quality['rows_kept']}, "
-                     f"rejected: {rejected}")
+        lines.append(
+            f"- {quality['source']}: read {quality['rows_read']}, kept {quality['rows_kept']}, rejected: {rejected}"
+        )
         if quality["unknown_columns"]:
             lines.append(f"  - unknown columns ignored: {', '.join(quality['unknown_columns'])}")
     validation = report["validation"]

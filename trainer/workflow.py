@@ -60,8 +60,9 @@ class Workflow:
     max_history: int
 
     @classmethod
-    def fit(cls, interactions: pd.DataFrame, max_history: int, min_user_count: int = 1,
-            min_item_count: int = 1) -> Workflow:
+    def fit(
+        cls, interactions: pd.DataFrame, max_history: int, min_user_count: int = 1, min_item_count: int = 1
+    ) -> Workflow:
         return cls(
             users=Vocabulary.fit(interactions["user_id"], min_user_count),
             items=Vocabulary.fit(interactions["item_id"], min_item_count),
@@ -83,8 +84,13 @@ class Workflow:
         directory.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"user_id": self.users.ids}).to_parquet(directory / "users.parquet", index=False)
         pd.DataFrame({"item_id": self.items.ids}).to_parquet(directory / "items.parquet", index=False)
-        meta = {"format": FORMAT_VERSION, "max_history": self.max_history, "oov_index": OOV_INDEX,
-                "users": len(self.users), "items": len(self.items)}
+        meta = {
+            "format": FORMAT_VERSION,
+            "max_history": self.max_history,
+            "oov_index": OOV_INDEX,
+            "users": len(self.users),
+            "items": len(self.items),
+        }
         (directory / "workflow.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
@@ -94,5 +100,8 @@ class Workflow:
             raise ValueError(f"{directory}: workflow format {meta.get('format')} is not {FORMAT_VERSION}")
         users = pd.read_parquet(directory / "users.parquet")["user_id"].astype(str)
         items = pd.read_parquet(directory / "items.parquet")["item_id"].astype(str)
-        return cls(Vocabulary(pd.Index(users, dtype=object)), Vocabulary(pd.Index(items, dtype=object)),
-                   int(meta["max_history"]))
+        return cls(
+            Vocabulary(pd.Index(users, dtype=object)),
+            Vocabulary(pd.Index(items, dtype=object)),
+            int(meta["max_history"]),
+        )

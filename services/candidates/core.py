@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from services.common.errors import Violations
 from services.common.validation import MAX_K
+from trainer.layout import MODELS_DIR, WORKFLOW_DIR
 from trainer.models.item_knn import ItemKNN, candidate_scores
 from trainer.models.neighbours import top_n
 from trainer.models.popularity import PopularityRanking, load_popularity
-from trainer.layout import MODELS_DIR, WORKFLOW_DIR
 from trainer.workflow import Workflow
 
 MODEL_NAME = "item_knn"
@@ -27,7 +28,7 @@ class Candidate:
 
 
 class CandidateCore:
-    def __init__(self, version_dir: Path, version: str, config: dict) -> None:  # type: ignore[type-arg]
+    def __init__(self, version_dir: Path, version: str, config: dict[str, Any]) -> None:
         self.version = version
         self.workflow = Workflow.load(version_dir / WORKFLOW_DIR)
         self.popularity = load_popularity(version_dir / MODELS_DIR)

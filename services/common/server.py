@@ -84,7 +84,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 await self._abort_domain(context, method, error)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
-            except Exception:
+            except Exception:  # noqa: BLE001 - every unexpected error becomes INTERNAL
                 await self._abort_internal(context, method)
 
         return wrapped
@@ -99,7 +99,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 await self._abort_domain(context, method, error)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
-            except Exception:
+            except Exception:  # noqa: BLE001 - every unexpected error becomes INTERNAL
                 await self._abort_internal(context, method)
 
         return wrapped
@@ -227,9 +227,7 @@ async def serve(service: Service, settings: ServerSettings) -> None:
         raise SystemExit(1)
 
 
-def run_main(
-    name: str, build: Callable[[EnvReader, ServerSettings], Service]
-) -> None:
+def run_main(name: str, build: Callable[[EnvReader, ServerSettings], Service]) -> None:
     """Entry point of a service process: read settings (failing fast), configure logs, serve."""
     env = EnvReader()
     try:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-
 from recsys.v1 import (
     candidates_pb2,
     candidates_pb2_grpc,
@@ -20,6 +19,7 @@ from recsys.v1 import (
     synthetic_pb2,
     synthetic_pb2_grpc,
 )
+
 from services.common.clients import Deadline, domain_error_from_rpc, open_channel, wait_until_serving
 from services.common.validation import EventInput
 from services.gateway.core import Scored
@@ -65,18 +65,14 @@ class Downstream:
         self._synthetic = synthetic_pb2_grpc.SyntheticServiceStub(self._channels["synthetic"])
 
     async def wait_until_ready(self, timeout_s: float) -> None:
-        await asyncio.gather(
-            *(wait_until_serving(channel, timeout_s) for channel in self._channels.values())
-        )
+        await asyncio.gather(*(wait_until_serving(channel, timeout_s) for channel in self._channels.values()))
 
     async def close(self) -> None:
         await asyncio.gather(*(channel.close() for channel in self._channels.values()))
         self._channels = {}
 
     @staticmethod
-    async def _call(
-        stage: str, method: Callable[..., Awaitable[Any]], request: Any, timeout: float
-    ) -> Any:
+    async def _call(stage: str, method: Callable[..., Awaitable[Any]], request: Any, timeout: float) -> Any:
         try:
             return await method(request, timeout=timeout)
         except grpc.aio.AioRpcError as error:
@@ -114,8 +110,9 @@ class Downstream:
     async def record(self, events: Sequence[EventInput], deadline: Deadline) -> tuple[int, int]:
         request = features_pb2.FeatureRecordEventsRequest(
             events=[
-                common_pb2.Event(user_id=e.user_id, item_id=e.item_id, timestamp=e.timestamp,
-                                 event_id=e.event_id, rating=e.rating)
+                common_pb2.Event(
+                    user_id=e.user_id, item_id=e.item_id, timestamp=e.timestamp, event_id=e.event_id, rating=e.rating
+                )
                 for e in events
             ]
         )

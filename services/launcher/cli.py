@@ -30,8 +30,9 @@ def _raise_interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _load_dataset(interactions: Path | None, items: Path | None, users: Path | None,
-                  movielens: Path | None, min_rating: float) -> Any:
+def _load_dataset(
+    interactions: Path | None, items: Path | None, users: Path | None, movielens: Path | None, min_rating: float
+) -> Any:
     from trainer.data import load_csvs, load_movielens
 
     if movielens is not None:
@@ -43,8 +44,14 @@ def _load_dataset(interactions: Path | None, items: Path | None, users: Path | N
     return load_csvs(interactions, items, users, min_rating)
 
 
-def run_training(interactions: Path | None, items: Path | None, users: Path | None, movielens: Path | None,
-                 config_path: Path | None, out: Path) -> Path:
+def run_training(
+    interactions: Path | None,
+    items: Path | None,
+    users: Path | None,
+    movielens: Path | None,
+    config_path: Path | None,
+    out: Path,
+) -> Path:
     from trainer.config import ConfigError, load_config
     from trainer.data import DataError
     from trainer.pipeline import train
@@ -55,8 +62,9 @@ def run_training(interactions: Path | None, items: Path | None, users: Path | No
     except (ConfigError, DataError, OSError) as error:
         _fail(str(error))
     steps = ("workflow", "validation", "models", "write")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+    ) as progress:
         task = progress.add_task("training", total=len(steps))
 
         def step(name: str) -> None:
@@ -128,8 +136,9 @@ def serve(
     artifacts: Annotated[Path, typer.Option(help="Artefact root (its current version) or one version directory.")],
     port: Annotated[int, typer.Option(help="Gateway port; 0 picks a free one.", min=0, max=65535)] = 50051,
     host: Annotated[str, typer.Option(help="Address every service binds.")] = "127.0.0.1",
-    state_dir: Annotated[Path | None, typer.Option(help="Online state (recorded events); default ARTIFACTS/state.")]
-    = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Online state (recorded events); default ARTIFACTS/state.")
+    ] = None,
 ) -> None:
     """Start every service as its own process and serve until SIGTERM or Ctrl-C."""
     suite = _start_suite(artifacts, port, host, state_dir)
@@ -138,7 +147,6 @@ def serve(
 
 def _sample_recommendation(address: str, user_id: str) -> dict[str, Any]:
     import grpc
-
     from recsys.v1 import gateway_pb2, gateway_pb2_grpc
 
     with grpc.insecure_channel(address) as channel:
@@ -178,13 +186,14 @@ def up(
                 with console.status("generating demo data"):
                     generate().write(data_dir)
                 console.print(f"demo data written to {data_dir}")
-            run_training(data_dir / "interactions.csv", data_dir / "items.csv", data_dir / "users.csv", None,
-                         None, artifacts)
+            run_training(
+                data_dir / "interactions.csv", data_dir / "items.csv", data_dir / "users.csv", None, None, artifacts
+            )
     suite = _start_suite(artifacts, port, "127.0.0.1", None)
     try:
-        from trainer.layout import HISTORIES_FILE
-
         import pandas as pd
+
+        from trainer.layout import HISTORIES_FILE
 
         user_id = str(pd.read_parquet(resolve_version(artifacts) / HISTORIES_FILE, columns=["user_id"]).iloc[0, 0])
         print(json.dumps(_sample_recommendation(suite.gateway_address, user_id), indent=1), flush=True)

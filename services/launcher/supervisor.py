@@ -21,6 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from trainer.artifacts import MANIFEST
 
 BACKENDS = ("features", "candidates", "ranking", "synthetic")
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
 GATEWAY = "gateway"
 _PR_SET_PDEATHSIG = 1
 
@@ -47,6 +49,9 @@ class Child:
     log_path: Path
     log_file: IO[bytes]
     port_file: Path
+    env: dict[str, str]
+    port: int = 0
+    restarts: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -92,7 +97,7 @@ class Suite:
             start_new_session=True,  # Ctrl-C reaches the launcher only; it stops children in order
             preexec_fn=_die_with_parent,
         )
-        child = Child(name, process, log_path, log_file, port_file)
+        child = Child(name, process, log_path, log_file, port_file, env)
         self.children[name] = child
         return child
 
@@ -134,10 +139,10 @@ class Suite:
             for name in BACKENDS:
                 self._spawn(name, {"RECSYS_PORT": "0"})
             for name in BACKENDS:
-                ports[name] = self._wait_for_port(self.children[name], deadline)
+                ports[name] = self.children[name].port = self._wait_for_port(self.children[name], deadline)
             addresses = {f"RECSYS_{n.upper()}_ADDR": f"{self.host}:{p}" for n, p in ports.items()}
             gateway = self._spawn(GATEWAY, {"RECSYS_PORT": str(self.port), **addresses})
-            self.gateway_port = self._wait_for_port(gateway, deadline)
+            self.gateway_port = gateway.port = self._wait_for_port(gateway, deadline)
             for name in BACKENDS:
                 self._wait_for_health(self.children[name], ports[name], deadline)
             self._wait_for_health(gateway, self.gateway_port, deadline)
@@ -149,6 +154,22 @@ class Suite:
     def exited(self) -> list[tuple[str, int]]:
         """Children that have exited, with their return codes."""
         return [(c.name, c.process.returncode) for c in self.children.values() if c.process.poll() is not None]
+
+    def restart(self, name: str) -> bool:
+        """Start a crashed child again on its old port (its callers keep their address).
+
+        False when it crashed MAX_RESTARTS times within RESTART_WINDOW_S: then it is not worth retrying.
+        """
+        old = self.children[name]
+        now = time.monotonic()
+        recent = [t for t in old.restarts if now - t < RESTART_WINDOW_S]
+        if len(recent) >= MAX_RESTARTS:
+            return False
+        old.log_file.close()
+        old.port_file.unlink(missing_ok=True)
+        child = self._spawn(name, {**old.env, "RECSYS_PORT": str(old.port)})
+        child.port, child.restarts = old.port, [*recent, now]
+        return True
 
     def stop(self) -> None:
         """SIGTERM the gateway first (it drains), then the rest; SIGKILL whatever outlives the grace period."""
@@ -174,7 +195,10 @@ class Suite:
 
 
 def wait_for_signal(suite: Suite) -> int:
-    """Block until SIGTERM/SIGINT (exit 0) or a child dies on its own (exit 1); stops the suite either way."""
+    """Serve until SIGTERM/SIGINT (exit 0), restarting crashed children; exit 1 when one keeps crashing.
+
+    Stops the suite either way.
+    """
     received: list[int] = []
 
     def handler(signum: int, _frame: object) -> None:
@@ -183,10 +207,11 @@ def wait_for_signal(suite: Suite) -> int:
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         while not received:
-            dead = suite.exited()
-            if dead:
-                print(f"stopping: {', '.join(f'{n} exited with code {c}' for n, c in dead)}", file=sys.stderr)
-                return 1
+            for name, code in suite.exited():
+                print(f"{name} exited with code {code}; restarting it", file=sys.stderr, flush=True)
+                if not suite.restart(name):
+                    print(f"stopping: {name} crashed {MAX_RESTARTS} times in {RESTART_WINDOW_S:.0f}s", file=sys.stderr)
+                    return 1
             with contextlib.suppress(InterruptedError):
                 time.sleep(0.2)
         return 0

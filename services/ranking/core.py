@@ -12,8 +12,8 @@ import numpy as np
 
 from services.common.errors import Violations
 from services.common.validation import MAX_K, check_id
-from trainer.models.markov import Markov, blend
 from trainer.layout import MODELS_DIR, RANKING_FILE, WORKFLOW_DIR
+from trainer.models.markov import Markov, blend
 from trainer.workflow import Workflow
 
 MODEL_NAME = "markov_blend"
@@ -33,8 +33,9 @@ class RankingCore:
         self.markov = Markov.load(version_dir / MODELS_DIR, markov["order"], markov["recency_decay"])
         self.markov_weight = float(json.loads((version_dir / MODELS_DIR / RANKING_FILE).read_text())["markov_weight"])
 
-    def rank(self, history: np.ndarray, candidate_ids: Sequence[str], candidate_scores: Sequence[float],
-             k: int) -> list[Ranked]:
+    def rank(
+        self, history: np.ndarray, candidate_ids: Sequence[str], candidate_scores: Sequence[float], k: int
+    ) -> list[Ranked]:
         """Candidates re-ordered best first, cut to k (0 keeps them all)."""
         violations = Violations()
         violations.check(1 <= len(candidate_ids) <= MAX_K, "candidates", f"must hold 1..{MAX_K} items")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
-
 from recsys.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc
+
 from services.common.encoding import history_indices
 from services.common.server import Registration
 from services.ranking.core import MODEL_NAME, RankingCore
@@ -14,7 +14,9 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
     def __init__(self) -> None:
         self.core: RankingCore | None = None
 
-    async def Rank(self, request: ranking_pb2.RankRequest, context: grpc.aio.ServicerContext) -> ranking_pb2.RankResponse:
+    async def Rank(
+        self, request: ranking_pb2.RankRequest, context: grpc.aio.ServicerContext
+    ) -> ranking_pb2.RankResponse:
         core = self.core
         assert core is not None, "the bootstrap answers UNAVAILABLE until start() has set the core"
         history = history_indices(request.context, core.workflow, core.version)

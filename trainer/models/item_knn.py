@@ -23,8 +23,16 @@ class ItemKNN:
     recency_decay: float
 
     @classmethod
-    def fit(cls, user_index: np.ndarray, item_index: np.ndarray, n_users: int, n_items: int,
-            neighbours: int, shrinkage: float, recency_decay: float) -> ItemKNN:
+    def fit(
+        cls,
+        user_index: np.ndarray,
+        item_index: np.ndarray,
+        n_users: int,
+        n_items: int,
+        neighbours: int,
+        shrinkage: float,
+        recency_decay: float,
+    ) -> ItemKNN:
         ones = np.ones(len(user_index), dtype=np.float32)
         users_items = sp.csr_matrix((ones, (user_index, item_index)), shape=(n_users, n_items))
         users_items.data[:] = 1.0  # repeated interactions count once

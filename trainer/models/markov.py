@@ -24,8 +24,15 @@ class Markov:
     recency_decay: float
 
     @classmethod
-    def fit(cls, user_index: np.ndarray, item_index: np.ndarray, n_items: int, neighbours: int,
-            order: int, recency_decay: float) -> Markov:
+    def fit(
+        cls,
+        user_index: np.ndarray,
+        item_index: np.ndarray,
+        n_items: int,
+        neighbours: int,
+        order: int,
+        recency_decay: float,
+    ) -> Markov:
         """user_index/item_index must be sorted by user, then time."""
         same_user = user_index[1:] == user_index[:-1]
         sources, targets = item_index[:-1][same_user], item_index[1:][same_user]
@@ -39,7 +46,7 @@ class Markov:
 
     def score(self, history: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Transition scores of the candidate item indices given a history, oldest first."""
-        recent = history[-self.order:]
+        recent = history[-self.order :]
         scores = self.transitions.accumulate(recent, recency_weights(len(recent), self.recency_decay))
         inside = (candidates > 0) & (candidates < len(scores))
         return np.where(inside, scores[np.clip(candidates, 0, len(scores) - 1)], 0.0).astype(np.float32)
@@ -59,6 +66,4 @@ def blend(candidate_scores: np.ndarray, markov_scores: np.ndarray, markov_weight
         top = float(np.max(values)) if len(values) else 0.0
         return values / top if top > 0 else np.zeros_like(values)
 
-    return ((1.0 - markov_weight) * scaled(candidate_scores) + markov_weight * scaled(markov_scores)).astype(
-        np.float32
-    )
+    return ((1.0 - markov_weight) * scaled(candidate_scores) + markov_weight * scaled(markov_scores)).astype(np.float32)
