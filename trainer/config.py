@@ -25,6 +25,13 @@ def _merge(base: dict[str, Any], override: dict[str, Any], path: str) -> dict[st
         if key not in base:
             raise ConfigError(f"unknown configuration key {where!r}")
         default = base[key]
+        if isinstance(default, list):
+            if not isinstance(value, list) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value
+            ):
+                raise ConfigError(f"{where!r} must be list of numbers")
+            merged[key] = [float(v) for v in value]
+            continue
         if isinstance(default, dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where!r} must be a table")
@@ -43,6 +50,9 @@ def _check_ranges(config: dict[str, Any]) -> None:
     checks = [
         (config["workflow"]["max_history"] >= 1, "workflow.max_history must be >= 1"),
         (config["item_knn"]["neighbours"] >= 1, "item_knn.neighbours must be >= 1"),
+        (config["item_knn"]["shrinkage"] >= 0, "item_knn.shrinkage must be >= 0"),
+        (config["popularity"]["half_life_days"] >= 0, "popularity.half_life_days must be >= 0"),
+        (config["ranking"]["validation_users"] >= 1, "ranking.validation_users must be >= 1"),
         (config["markov"]["neighbours"] >= 1, "markov.neighbours must be >= 1"),
         (config["markov"]["order"] >= 1, "markov.order must be >= 1"),
         (0 < config["item_knn"]["recency_decay"] <= 1, "item_knn.recency_decay must be in (0, 1]"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -10,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
 OPTIONAL_INTERACTION_COLUMNS = ("rating", "event_id")
@@ -55,22 +58,32 @@ class Dataset:
     quality: list[QualityReport]
 
 
-def _count_data_lines(path: Path) -> int:
-    """Non-empty lines after the header: what a well-formed file would parse into rows."""
-    with path.open("rb") as handle:
-        lines = sum(1 for line in handle if line.strip())
-    return max(lines - 1, 0)
-
-
 def _read_csv_strings(path: Path, report: QualityReport) -> pd.DataFrame:
+    """Every column as a string; rows with the wrong number of fields are counted, not silently kept or lost."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    expected = _count_data_lines(path)
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, on_bad_lines="skip", skipinitialspace=True)
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        header = next(csv.reader(handle), [])
+    if not header:
+        raise DataError(f"{path}: empty file")
+    unparsable = 0
+
+    def count_and_skip(_row: pacsv.InvalidRow) -> str:
+        nonlocal unparsable
+        unparsable += 1
+        return "skip"
+
+    table = pacsv.read_csv(
+        path,
+        parse_options=pacsv.ParseOptions(invalid_row_handler=count_and_skip),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=False
+        ),
+    )
+    frame = table.to_pandas()
     frame.columns = [str(c).strip() for c in frame.columns]
-    report.rows_read = expected
-    # Rows with the wrong number of fields never reach the frame; count them here.
-    report.reject("unparsable_row", expected - len(frame))
+    report.rows_read = len(frame) + unparsable
+    report.reject("unparsable_row", unparsable)
     return frame.apply(lambda column: column.str.strip())
 
 

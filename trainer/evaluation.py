@@ -24,7 +24,7 @@ def leave_last_out(encoded: pd.DataFrame, max_users: int, seed: int) -> tuple[pd
     `encoded` is sorted by user then time; returns (training rows, held-out rows).
     """
     sizes = encoded.groupby("user_index")["item_index"].transform("size")
-    eligible = encoded.loc[sizes >= 3, "user_index"].unique()
+    eligible = encoded.loc[(sizes >= 3) & (encoded["user_index"] > 0), "user_index"].unique()
     rng = np.random.default_rng(seed)
     chosen = rng.choice(eligible, size=min(max_users, len(eligible)), replace=False)
     last_rows = encoded[encoded["user_index"].isin(chosen)].groupby("user_index").tail(1)

@@ -49,6 +49,8 @@ class FittedModels:
 
 
 def fit_models(encoded: pd.DataFrame, workflow: Workflow, config: dict[str, Any]) -> FittedModels:
+    # Users below min_user_count share the OOV index; as one "user" they would invent co-occurrences.
+    encoded = encoded[encoded["user_index"] > 0]
     users = encoded["user_index"].to_numpy()
     items = encoded["item_index"].to_numpy()
     timestamps = encoded["timestamp"].to_numpy()
@@ -151,7 +153,9 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         models = fit_models(encoded, workflow, config)
 
     version = artifacts.new_version_name()
-    with stage("write"), artifacts.staging_directory(out_root, version) as staging:
+    if step is not None:
+        step("write")  # not timed: the report is written inside this step
+    with artifacts.staging_directory(out_root, version) as staging:
         workflow.save(staging / WORKFLOW_DIR)
         catalog = staging / CATALOG_DIR
         catalog.mkdir()

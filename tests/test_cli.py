@@ -1,0 +1,135 @@
+"""services/launcher/cli.py through typer's CliRunner; no server is started here."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from services.launcher.cli import app
+from trainer.artifacts import CURRENT, load_manifest, resolve_version
+from trainer.layout import CONFIG_FILE
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def invoke(*args: str | Path) -> Result:
+    # A wide console keeps rich from wrapping messages; NO_COLOR keeps escape codes out.
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "400", "NO_COLOR": "1"})
+
+
+def text(result: Result) -> str:
+    """The combined output with colour codes stripped and whitespace collapsed."""
+    return " ".join(ANSI.sub("", result.output).split())
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    result = invoke("demo-data", "--out", out, "--users", "200", "--items", "80", "--mean-history", "10")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_demo_data_writes_csvs(demo_dir: Path) -> None:
+    assert sorted(p.name for p in demo_dir.iterdir()) == ["interactions.csv", "items.csv", "users.csv"]
+    assert (demo_dir / "users.csv").read_text().count("\n") == 201
+    assert (demo_dir / "items.csv").read_text().count("\n") == 81
+    assert (demo_dir / "interactions.csv").read_text().startswith("user_id,item_id,timestamp,rating\n")
+
+
+def test_train_writes_a_version(demo_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "artifacts"
+    result = invoke(
+        "train",
+        "--out",
+        out,
+        "--interactions",
+        demo_dir / "interactions.csv",
+        "--items",
+        demo_dir / "items.csv",
+        "--users",
+        demo_dir / "users.csv",
+    )
+    assert result.exit_code == 0, result.output
+    version_dir = resolve_version(out)
+    assert (out / CURRENT).is_symlink()
+    manifest = load_manifest(version_dir)
+    assert manifest["report"]["data"]["users"] == 200
+    assert manifest["report"]["data"]["items_with_attributes"] == 80
+    output = text(result)
+    assert "artefacts written:" in output
+    assert version_dir.name in output
+    assert "data: " in output and " interactions, 200 users," in output
+
+
+def test_train_with_config_override(demo_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[ranking]\nfit_blend = false\nmarkov_weight = 0.25\n")
+    out = tmp_path / "artifacts"
+    result = invoke("train", "--out", out, "--interactions", demo_dir / "interactions.csv", "--config", config)
+    assert result.exit_code == 0, result.output
+    version_dir = resolve_version(out)
+    written = json.loads((version_dir / CONFIG_FILE).read_text())
+    assert written["ranking"]["markov_weight"] == 0.25
+    assert written["ranking"]["fit_blend"] is False
+    assert load_manifest(version_dir)["report"]["validation"]["markov_weight"] == 0.25
+
+
+def test_train_config_with_unknown_key(demo_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[item_knn]\nneighbours = 10\nsurprise = 3\n")
+    out = tmp_path / "artifacts"
+    result = invoke("train", "--out", out, "--interactions", demo_dir / "interactions.csv", "--config", config)
+    assert result.exit_code == 2, result.output
+    assert "item_knn.surprise" in text(result)
+    assert not out.exists()
+
+
+def test_train_without_input(tmp_path: Path) -> None:
+    result = invoke("train", "--out", tmp_path / "artifacts")
+    assert result.exit_code == 2, result.output
+    assert "give --interactions" in text(result)
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_train_with_both_inputs(demo_dir: Path, tmp_path: Path) -> None:
+    result = invoke(
+        "train",
+        "--out",
+        tmp_path / "artifacts",
+        "--movielens",
+        tmp_path / "ml",
+        "--interactions",
+        demo_dir / "interactions.csv",
+    )
+    assert result.exit_code == 2, result.output
+    assert "not both" in text(result)
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_train_missing_interactions_file(tmp_path: Path) -> None:
+    result = invoke("train", "--out", tmp_path / "artifacts", "--interactions", tmp_path / "absent.csv")
+    assert result.exit_code == 2, result.output
+    assert "no such file" in text(result)
+
+
+def test_train_with_no_usable_rows(tmp_path: Path) -> None:
+    interactions = tmp_path / "interactions.csv"
+    interactions.write_text("user_id,item_id,timestamp\n,i1,1\nu1,,2\n")
+    result = invoke("train", "--out", tmp_path / "artifacts", "--interactions", interactions)
+    assert result.exit_code == 2, result.output
+    assert "no usable interactions" in text(result)
+
+
+def test_serve_without_artefacts(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("serve", "--artifacts", empty, "--port", "0")
+    assert result.exit_code == 2, result.output
+    assert "no artefact version found" in text(result)
+    # Nothing was created in the directory.
+    assert list(empty.iterdir()) == []
