@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
-from recsys.v1 import candidates_pb2, candidates_pb2_grpc, common_pb2
 
+from recsys.v1 import candidates_pb2, candidates_pb2_grpc, common_pb2
 from services.candidates.core import POPULARITY_NAME, Candidate, CandidateCore
 from services.common.encoding import history_indices
 from services.common.server import Registration

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from recsys.v1 import common_pb2
 
+from recsys.v1 import common_pb2
 from trainer.workflow import Workflow
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
-from recsys.v1 import common_pb2, features_pb2, features_pb2_grpc
 
+from recsys.v1 import common_pb2, features_pb2, features_pb2_grpc
 from services.common.server import Registration
 from services.common.validation import EventInput
 from services.features.core import FeatureCore, UserContext

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+
 from recsys.v1 import (
     candidates_pb2,
     candidates_pb2_grpc,
@@ -19,7 +20,6 @@ from recsys.v1 import (
     synthetic_pb2,
     synthetic_pb2_grpc,
 )
-
 from services.common.clients import Deadline, domain_error_from_rpc, open_channel, wait_until_serving
 from services.common.validation import EventInput
 from services.gateway.core import Scored

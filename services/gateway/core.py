@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from recsys.v1 import common_pb2
-
 from services.common.clients import Deadline
 from services.common.errors import DeadlineExceeded, Unavailable, Violations
 from services.common.validation import (

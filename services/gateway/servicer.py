@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
-from recsys.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, synthetic_pb2
 
+from recsys.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, synthetic_pb2
 from services.common.clients import Deadline
 from services.common.server import Registration
 from services.common.validation import EventInput

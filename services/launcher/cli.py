@@ -147,6 +147,7 @@ def serve(
 
 def _sample_recommendation(address: str, user_id: str) -> dict[str, Any]:
     import grpc
+
     from recsys.v1 import gateway_pb2, gateway_pb2_grpc
 
     with grpc.insecure_channel(address) as channel:

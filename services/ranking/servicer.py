@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
-from recsys.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc
 
+from recsys.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc
 from services.common.encoding import history_indices
 from services.common.server import Registration
 from services.ranking.core import MODEL_NAME, RankingCore

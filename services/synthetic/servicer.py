@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
-from recsys.v1 import synthetic_pb2, synthetic_pb2_grpc
 
+from recsys.v1 import synthetic_pb2, synthetic_pb2_grpc
 from services.common.server import Registration
 from services.synthetic.core import SyntheticCore
 
