@@ -1,0 +1,5 @@
+"""`python -m services.launcher` is the `recsys` command."""
+
+from services.launcher.cli import main
+
+main()

@@ -1,0 +1,80 @@
+"""Helpers for tests that run the real suite: `recsys serve` as a subprocess, children found in /proc."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+RECSYS = [sys.executable, "-m", "services.launcher"]
+
+
+def recsys(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RECSYS, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """Live child processes of pid: {pid: command line}."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == pid:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    address: str
+
+    def service_pid(self, name: str) -> int:
+        for pid, command in children_of(self.process.pid).items():
+            if f"services.{name}" in command:
+                return pid
+        raise LookupError(f"no {name} child")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+def serve(artifacts: Path, timeout: float = 120) -> Served:
+    """`recsys serve --port 0`; returns once it prints the gateway address."""
+    process = subprocess.Popen(
+        [*RECSYS, "serve", "--artifacts", str(artifacts), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RECSYS_LOG_LEVEL": "INFO"},
+    )
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("gateway "):
+            return Served(process, line.split()[1])
+        if not line and process.poll() is not None:
+            stderr = process.stderr.read() if process.stderr else ""
+            raise RuntimeError(f"recsys serve exited with {process.returncode}: {stderr[-3000:]}")
+    process.kill()
+    raise TimeoutError("recsys serve did not print the gateway address")

@@ -1,0 +1,227 @@
+"""The whole suite for real: `recsys train` then `recsys serve`, called over gRPC like a backend would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pandas as pd
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from grpc_status import rpc_status
+
+from recsys.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, synthetic_pb2
+from tests.suite import Served, alive, recsys, serve
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("suite")
+    data = root / "data"
+    done = recsys("demo-data", "--out", str(data), "--users", "300", "--items", "150", "--mean-history", "15")
+    assert done.returncode == 0, done.stderr
+    done = recsys(
+        "train",
+        "--interactions",
+        str(data / "interactions.csv"),
+        "--items",
+        str(data / "items.csv"),
+        "--users",
+        str(data / "users.csv"),
+        "--out",
+        str(root / "artifacts"),
+    )
+    assert done.returncode == 0, done.stderr
+    return root / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def history(artifacts: Path) -> pd.DataFrame:
+    return pd.read_parquet(artifacts / "current" / "histories.parquet")
+
+
+@pytest.fixture(scope="module")
+def suite(artifacts: Path) -> Iterator[Served]:
+    served = serve(artifacts)
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(suite: Served) -> Iterator[gateway_pb2_grpc.GatewayStub]:
+    with grpc.insecure_channel(suite.address) as channel:
+        yield gateway_pb2_grpc.GatewayStub(channel)
+
+
+def recommend(gateway: gateway_pb2_grpc.GatewayStub, user_id: str, k: int = 10, **fields: object):  # type: ignore[no-untyped-def]
+    return gateway.Recommend(gateway_pb2.RecommendRequest(user_id=user_id, k=k, **fields), timeout=10)
+
+
+def violations(error: grpc.RpcError) -> list[str]:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "INVALID_ARGUMENT must carry google.rpc details"
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad_request)
+    return [v.field for v in bad_request.field_violations]
+
+
+def test_gateway_is_serving_and_reflected(suite: Served) -> None:
+    with grpc.insecure_channel(suite.address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        assert "recsys.v1.Gateway" in ProtoReflectionDescriptorDatabase(channel).get_services()
+
+
+def test_known_user_gets_k_unseen_items_from_the_full_path(
+    gateway: gateway_pb2_grpc.GatewayStub, history: pd.DataFrame, artifacts: Path
+) -> None:
+    user = str(history["user_id"].iloc[0])
+    seen = set(history.loc[history["user_id"] == user, "item_id"])
+    reply = recommend(gateway, user, 20)
+    ids = [item.item_id for item in reply.items]
+    assert len(ids) == 20 and len(set(ids)) == 20
+    assert not seen & set(ids)
+    scores = [item.score for item in reply.items]
+    assert scores == sorted(scores, reverse=True)
+    assert list(reply.degraded_stages) == []
+    assert not reply.cold_start
+    manifest = json.loads((artifacts / "current" / "manifest.json").read_text())
+    assert reply.model_version == manifest["version"]
+
+
+def test_unknown_user_gets_a_cold_start_answer(gateway: gateway_pb2_grpc.GatewayStub, history: pd.DataFrame) -> None:
+    reply = recommend(gateway, "never-seen-before", 10, user_attributes={"country": "fr"})
+    assert reply.cold_start
+    assert len(reply.items) == 10
+    most_popular = history["item_id"].value_counts().index[:3].tolist()
+    assert [item.item_id for item in reply.items[:3]] == most_popular
+
+
+def test_recorded_events_reach_the_next_recommendation(
+    gateway: gateway_pb2_grpc.GatewayStub, history: pd.DataFrame
+) -> None:
+    user = str(history["user_id"].iloc[-1])
+    top = recommend(gateway, user).items[0].item_id
+    event = common_pb2.Event(user_id=user, item_id=top, timestamp=int(time.time()), event_id=f"{user}-1")
+    reply = gateway.RecordEvents(gateway_pb2.RecordEventsRequest(events=[event]), timeout=10)
+    assert (reply.accepted, reply.duplicates) == (1, 0)
+    assert top not in [item.item_id for item in recommend(gateway, user).items]
+    again = gateway.RecordEvents(gateway_pb2.RecordEventsRequest(events=[event]), timeout=10)
+    assert (again.accepted, again.duplicates) == (0, 1)
+
+
+def test_events_make_a_new_user_known(gateway: gateway_pb2_grpc.GatewayStub, history: pd.DataFrame) -> None:
+    item = str(history["item_id"].iloc[0])
+    event = common_pb2.Event(user_id="newcomer", item_id=item, timestamp=int(time.time()))
+    gateway.RecordEvents(gateway_pb2.RecordEventsRequest(events=[event]), timeout=10)
+    reply = recommend(gateway, "newcomer")
+    assert not reply.cold_start
+    assert item not in [i.item_id for i in reply.items]
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"user_id": "1", "k": 0}, "k"),
+        ({"user_id": "1", "k": 1001}, "k"),
+        ({"user_id": "", "k": 10}, "user_id"),
+        ({"user_id": "u" * 300, "k": 10}, "user_id"),
+        ({"user_id": "1", "k": 10, "user_attributes": {f"a{i}": "x" for i in range(100)}}, "user_attributes"),
+        ({"user_id": "1", "k": 10, "exclude_item_ids": [""]}, "exclude_item_ids[0]"),
+    ],
+)
+def test_bad_recommend_requests_name_the_field(
+    gateway: gateway_pb2_grpc.GatewayStub, request_fields: dict[str, object], field: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        gateway.Recommend(gateway_pb2.RecommendRequest(**request_fields), timeout=10)  # type: ignore[arg-type]
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert field in violations(raised.value)
+
+
+def test_bad_events_are_rejected_and_nothing_is_stored(gateway: gateway_pb2_grpc.GatewayStub) -> None:
+    good = common_pb2.Event(user_id="careful", item_id="x", timestamp=1_700_000_000)
+    in_milliseconds = common_pb2.Event(user_id="careful", item_id="y", timestamp=1_700_000_000_000)
+    with pytest.raises(grpc.RpcError) as raised:
+        gateway.RecordEvents(gateway_pb2.RecordEventsRequest(events=[good, in_milliseconds]), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert violations(raised.value) == ["events[1].timestamp"]
+    assert recommend(gateway, "careful").cold_start, "a rejected batch must store none of its events"
+
+
+def test_oversized_event_batch_is_resource_exhausted(gateway: gateway_pb2_grpc.GatewayStub) -> None:
+    events = [common_pb2.Event(user_id="bulk", item_id=f"i{i}", timestamp=1_700_000_000) for i in range(1001)]
+    with pytest.raises(grpc.RpcError) as raised:
+        gateway.RecordEvents(gateway_pb2.RecordEventsRequest(events=events), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+
+
+def test_synthetic_stage_says_it_has_no_generator(gateway: gateway_pb2_grpc.GatewayStub) -> None:
+    item = common_pb2.Item(item_id="brand-new", attributes={"genres": "comedy"})
+    with pytest.raises(grpc.RpcError) as raised:
+        gateway.RegisterItems(synthetic_pb2.RegisterItemsRequest(items=[item]), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+    assert "no synthetic-data generator" in (raised.value.details() or "")  # type: ignore[attr-defined]
+    request = synthetic_pb2.GenerateSyntheticRequest(kind=synthetic_pb2.GenerateSyntheticRequest.KIND_USERS, count=5)
+    with pytest.raises(grpc.RpcError) as raised:
+        list(gateway.GenerateSynthetic(request, timeout=10))
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+    with pytest.raises(grpc.RpcError) as raised:
+        list(gateway.GenerateSynthetic(synthetic_pb2.GenerateSyntheticRequest(count=5), timeout=10))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+
+
+def _wait_for_full_answers(gateway: gateway_pb2_grpc.GatewayStub, user: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not recommend(gateway, user).degraded_stages:
+            return
+        time.sleep(0.2)
+    raise AssertionError("answers stayed degraded after the service was restarted")
+
+
+@pytest.mark.parametrize(
+    ("service", "stage"), [("ranking", gateway_pb2.STAGE_RANKING), ("candidates", gateway_pb2.STAGE_CANDIDATES)]
+)
+def test_a_crashed_stage_degrades_the_answer_then_comes_back(
+    suite: Served, gateway: gateway_pb2_grpc.GatewayStub, history: pd.DataFrame, service: str, stage: int
+) -> None:
+    user = str(history["user_id"].iloc[5])
+    seen = set(history.loc[history["user_id"] == user, "item_id"])
+    pid = suite.service_pid(service)
+    os.kill(pid, signal.SIGKILL)
+    while alive(pid):
+        time.sleep(0.01)
+    reply = recommend(gateway, user)
+    assert stage in reply.degraded_stages
+    assert len(reply.items) == 10
+    assert not seen & {item.item_id for item in reply.items}
+    _wait_for_full_answers(gateway, user)
+    assert suite.service_pid(service) != pid
+
+
+def test_sigterm_stops_every_process_and_cleans_up(artifacts: Path) -> None:
+    runs_before = set(Path("/tmp").glob("recsys-run-*"))
+    served = serve(artifacts)
+    pids = [served.service_pid(name) for name in ("gateway", "features", "candidates", "ranking", "synthetic")]
+    assert served.stop() == 0
+    assert not [pid for pid in pids if alive(pid)]
+    assert set(Path("/tmp").glob("recsys-run-*")) <= runs_before
+
+
+def test_up_trains_serves_and_prints_a_recommendation(tmp_path: Path) -> None:
+    done = recsys("up", "--home", str(tmp_path), "--port", "0", "--once")
+    assert done.returncode == 0, done.stderr[-3000:]
+    sample = json.loads(done.stdout[done.stdout.index("{") :])
+    assert len(sample["items"]) == 5
+    assert sample["degraded_stages"] == []
+    assert (tmp_path / "artifacts" / "current" / "manifest.json").is_file()
