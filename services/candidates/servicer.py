@@ -8,6 +8,7 @@ from recsys.v1 import candidates_pb2, candidates_pb2_grpc, common_pb2
 from services.candidates.core import POPULARITY_NAME, Candidate, CandidateCore
 from services.common.encoding import history_indices
 from services.common.server import Registration
+from services.common.service import CoreSlot
 
 
 def _reply(items: list[Candidate], model: str, version: str) -> candidates_pb2.GetCandidatesResponse:
@@ -18,18 +19,11 @@ def _reply(items: list[Candidate], model: str, version: str) -> candidates_pb2.G
     )
 
 
-class CandidateServicer(candidates_pb2_grpc.CandidateServiceServicer):
-    def __init__(self) -> None:
-        self.core: CandidateCore | None = None
-
-    def _core(self) -> CandidateCore:
-        assert self.core is not None, "the bootstrap answers UNAVAILABLE until start() has set the core"
-        return self.core
-
+class CandidateServicer(candidates_pb2_grpc.CandidateServiceServicer, CoreSlot[CandidateCore]):
     async def GetCandidates(
         self, request: candidates_pb2.GetCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> candidates_pb2.GetCandidatesResponse:
-        core = self._core()
+        core = self.ready_core
         history = history_indices(request.context, core.workflow, core.version)
         items, model = core.candidates(
             history, list(request.context.seen_item_ids), list(request.exclude_item_ids), request.n
@@ -39,7 +33,7 @@ class CandidateServicer(candidates_pb2_grpc.CandidateServiceServicer):
     async def GetPopular(
         self, request: candidates_pb2.GetPopularRequest, context: grpc.aio.ServicerContext
     ) -> candidates_pb2.GetCandidatesResponse:
-        core = self._core()
+        core = self.ready_core
         return _reply(core.popular(list(request.exclude_item_ids), request.n), POPULARITY_NAME, core.version)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from services.common.artifacts import ArtifactVersion, open_artifacts
+from services.common.errors import Unavailable
 from services.common.server import Registration
 from services.common.settings import ServerSettings
+
+CoreT = TypeVar("CoreT")
 
 
 class HasCore(Protocol):
@@ -53,3 +56,16 @@ def in_thread(factory: Callable[[ArtifactVersion], Any]) -> Callable[[ArtifactVe
         return await asyncio.to_thread(factory, artifacts)
 
     return build
+
+
+class CoreSlot(Generic[CoreT]):
+    """Mixed into a servicer: the core that start() builds, read by every RPC."""
+
+    core: CoreT | None = None
+
+    @property
+    def ready_core(self) -> CoreT:
+        if self.core is None:
+            # Unreachable through the bootstrap, which answers UNAVAILABLE until start() has finished.
+            raise Unavailable("service is starting: models not loaded yet")
+        return self.core

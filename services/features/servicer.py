@@ -8,6 +8,7 @@ import grpc
 
 from recsys.v1 import common_pb2, features_pb2, features_pb2_grpc
 from services.common.server import Registration
+from services.common.service import CoreSlot
 from services.common.validation import EventInput
 from services.features.core import FeatureCore, UserContext
 
@@ -30,24 +31,17 @@ def events_from_proto(events: Sequence[common_pb2.Event]) -> list[EventInput]:
     return [EventInput(e.user_id, e.item_id, e.timestamp, e.event_id, e.rating) for e in events]
 
 
-class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
-    def __init__(self) -> None:
-        self.core: FeatureCore | None = None
-
-    def _core(self) -> FeatureCore:
-        assert self.core is not None, "the bootstrap answers UNAVAILABLE until start() has set the core"
-        return self.core
-
+class FeatureServicer(features_pb2_grpc.FeatureServiceServicer, CoreSlot[FeatureCore]):
     async def GetUserContext(
         self, request: features_pb2.GetUserContextRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.UserContext:
-        user = await self._core().user_context(request.user_id, dict(request.attributes))
+        user = await self.ready_core.user_context(request.user_id, dict(request.attributes))
         return context_to_proto(user)
 
     async def RecordEvents(
         self, request: features_pb2.FeatureRecordEventsRequest, context: grpc.aio.ServicerContext
     ) -> features_pb2.FeatureRecordEventsResponse:
-        accepted, duplicates = await self._core().record(events_from_proto(request.events))
+        accepted, duplicates = await self.ready_core.record(events_from_proto(request.events))
         return features_pb2.FeatureRecordEventsResponse(accepted=accepted, duplicates=duplicates)
 
 

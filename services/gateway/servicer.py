@@ -9,6 +9,7 @@ import grpc
 from recsys.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, synthetic_pb2
 from services.common.clients import Deadline
 from services.common.server import Registration
+from services.common.service import CoreSlot
 from services.common.validation import EventInput
 from services.gateway.adapters import Downstream
 from services.gateway.core import GatewayCore, Stage, validate_items, validate_synthetic
@@ -20,15 +21,10 @@ _STAGES = {
 }
 
 
-class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+class GatewayServicer(gateway_pb2_grpc.GatewayServicer, CoreSlot[GatewayCore]):
     def __init__(self, downstream: Downstream, default_deadline_s: float) -> None:
         self.downstream = downstream
         self.default_deadline_s = default_deadline_s
-        self.core: GatewayCore | None = None
-
-    def _core(self) -> GatewayCore:
-        assert self.core is not None, "the bootstrap answers UNAVAILABLE until start() has set the core"
-        return self.core
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> Deadline:
         return Deadline.from_context(context, self.default_deadline_s)
@@ -36,7 +32,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def Recommend(
         self, request: gateway_pb2.RecommendRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.RecommendResponse:
-        answer = await self._core().recommend(
+        answer = await self.ready_core.recommend(
             request.user_id,
             request.k,
             dict(request.user_attributes),
@@ -54,7 +50,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: gateway_pb2.RecordEventsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.RecordEventsResponse:
         events = [EventInput(e.user_id, e.item_id, e.timestamp, e.event_id, e.rating) for e in request.events]
-        accepted, duplicates = await self._core().record_events(events, self._deadline(context))
+        accepted, duplicates = await self.ready_core.record_events(events, self._deadline(context))
         return gateway_pb2.RecordEventsResponse(accepted=accepted, duplicates=duplicates)
 
     async def RegisterItems(

@@ -7,18 +7,15 @@ import grpc
 from recsys.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc
 from services.common.encoding import history_indices
 from services.common.server import Registration
+from services.common.service import CoreSlot
 from services.ranking.core import MODEL_NAME, RankingCore
 
 
-class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
-    def __init__(self) -> None:
-        self.core: RankingCore | None = None
-
+class RankingServicer(ranking_pb2_grpc.RankingServiceServicer, CoreSlot[RankingCore]):
     async def Rank(
         self, request: ranking_pb2.RankRequest, context: grpc.aio.ServicerContext
     ) -> ranking_pb2.RankResponse:
-        core = self.core
-        assert core is not None, "the bootstrap answers UNAVAILABLE until start() has set the core"
+        core = self.ready_core
         history = history_indices(request.context, core.workflow, core.version)
         ranked = core.rank(
             history, [c.item_id for c in request.candidates], [c.score for c in request.candidates], request.k

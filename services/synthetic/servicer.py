@@ -8,27 +8,21 @@ import grpc
 
 from recsys.v1 import synthetic_pb2, synthetic_pb2_grpc
 from services.common.server import Registration
+from services.common.service import CoreSlot
 from services.synthetic.core import SyntheticCore
 
 
-class SyntheticServicer(synthetic_pb2_grpc.SyntheticServiceServicer):
-    def __init__(self) -> None:
-        self.core: SyntheticCore | None = None
-
-    def _core(self) -> SyntheticCore:
-        assert self.core is not None, "the bootstrap answers UNAVAILABLE until start() has set the core"
-        return self.core
-
+class SyntheticServicer(synthetic_pb2_grpc.SyntheticServiceServicer, CoreSlot[SyntheticCore]):
     async def GenerateSynthetic(
         self, request: synthetic_pb2.GenerateSyntheticRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[synthetic_pb2.GenerateSyntheticResponse]:
-        self._core().require_generator()  # always raises in this release
+        self.ready_core.require_generator()  # always raises in this release
         yield synthetic_pb2.GenerateSyntheticResponse()
 
     async def RegisterItems(
         self, request: synthetic_pb2.RegisterItemsRequest, context: grpc.aio.ServicerContext
     ) -> synthetic_pb2.RegisterItemsResponse:
-        self._core().require_generator()  # always raises in this release
+        self.ready_core.require_generator()  # always raises in this release
         return synthetic_pb2.RegisterItemsResponse()
 
 
