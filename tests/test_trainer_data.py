@@ -236,3 +236,19 @@ def test_load_movielens_min_rating() -> None:
     assert report.rows_read == 100_000
     assert report.rows_kept == len(dataset.interactions)
     assert report.rejected["below_min_rating"] == 100_000 - len(dataset.interactions) > 0
+
+
+def test_load_movielens_1m_layout(tmp_path: Path) -> None:
+    """The ml-1m layout ('::'-separated, latin-1), written here in miniature with one malformed line."""
+    (tmp_path / "ratings.dat").write_bytes(b"1::10::5::978300760\n1::20::3::978302109\n2::10::4::978301968\n2::oops\n")
+    (tmp_path / "movies.dat").write_bytes(
+        "10::GoldenEye (1995)::Action|Adventure|Thriller\n20::Amélie (2001)::Comedy|Romance\n".encode("latin-1")
+    )
+    (tmp_path / "users.dat").write_bytes(b"1::F::1::10::48067\n2::M::56::16::70072\n")
+    dataset = load_movielens(tmp_path)
+    assert len(dataset.interactions) == 3
+    assert dataset.quality[0].rejected == {"unparsable_row": 1}
+    assert dataset.items is not None and dataset.users is not None
+    amelie = dataset.items.set_index("item_id").loc["20"]
+    assert (amelie["title"], amelie["genres"], amelie["year"]) == ("Amélie (2001)", "Comedy|Romance", "2001")
+    assert dataset.users.set_index("user_id").loc["2", "age"] == "56"
