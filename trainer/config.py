@@ -8,6 +8,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from trainer.attributes import KINDS, SCALINGS
+
 
 class ConfigError(ValueError):
     """The configuration file names an unknown key or has a value of the wrong type."""
@@ -35,6 +37,11 @@ def _merge(base: dict[str, Any], override: dict[str, Any], path: str) -> dict[st
         if isinstance(default, dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where!r} must be a table")
+            if not default:  # an empty table in the defaults is free-form: names to strings
+                if not all(isinstance(v, str) for v in value.values()):
+                    raise ConfigError(f"{where!r} values must be strings")
+                merged[key] = dict(value)
+                continue
             merged[key] = _merge(default, value, f"{where}.")
             continue
         # ints are accepted where floats are expected; bools never pass as numbers
@@ -49,6 +56,14 @@ def _merge(base: dict[str, Any], override: dict[str, Any], path: str) -> dict[st
 def _check_ranges(config: dict[str, Any]) -> None:
     checks = [
         (config["workflow"]["max_history"] >= 1, "workflow.max_history must be >= 1"),
+        (config["workflow"]["numeric_scaling"] in SCALINGS, f"workflow.numeric_scaling must be one of {SCALINGS}"),
+        (config["workflow"]["min_category_count"] >= 1, "workflow.min_category_count must be >= 1"),
+        (config["workflow"]["max_tokens"] >= 1, "workflow.max_tokens must be >= 1"),
+        (config["workflow"]["max_text_vocabulary"] >= 1, "workflow.max_text_vocabulary must be >= 1"),
+        (
+            all(kind in KINDS for kind in config["workflow"]["attribute_kinds"].values()),
+            f"workflow.attribute_kinds values must be one of {KINDS}",
+        ),
         (config["item_knn"]["neighbours"] >= 1, "item_knn.neighbours must be >= 1"),
         (config["item_knn"]["shrinkage"] >= 0, "item_knn.shrinkage must be >= 0"),
         (config["popularity"]["half_life_days"] >= 0, "popularity.half_life_days must be >= 0"),

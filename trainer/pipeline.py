@@ -117,6 +117,14 @@ def validate(encoded: pd.DataFrame, workflow: Workflow, config: dict[str, Any]) 
     }
 
 
+def previous_workflow(out_root: Path) -> Workflow | None:
+    """The workflow of the version `current` points at, so ids that persist keep their indices."""
+    try:
+        return Workflow.load(artifacts.resolve_version(out_root) / WORKFLOW_DIR)
+    except (artifacts.ArtifactError, OSError, ValueError, KeyError):
+        return None
+
+
 def _entity_table(frame: pd.DataFrame | None, key: str) -> pd.DataFrame:
     if frame is None:
         return pd.DataFrame({key: pd.Series([], dtype=str)})
@@ -145,6 +153,10 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
             config["workflow"]["max_history"],
             data_config["min_user_count"],
             data_config["min_item_count"],
+            items=dataset.items,
+            users=dataset.users,
+            options=config["workflow"],
+            previous=previous_workflow(out_root),
         )
         encoded = workflow.encode_interactions(interactions)
     with stage("validation"):
@@ -178,6 +190,8 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
                 "items": len(workflow.items),
                 "items_with_attributes": 0 if dataset.items is None else len(dataset.items),
                 "users_with_attributes": 0 if dataset.users is None else len(dataset.users),
+                "item_attribute_kinds": workflow.item_attributes.describe(),
+                "user_attribute_kinds": workflow.user_attributes.describe(),
             },
             "quality": [q.to_dict() for q in dataset.quality],
             "validation": validation,

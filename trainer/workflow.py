@@ -7,16 +7,27 @@ Persisted as JSON + Parquet, never pickle.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-FORMAT_VERSION = 1
+from trainer.attributes import AttributeEncoder
+from trainer.sequences import EncodedSequences, encode_sequence, encode_sequences
+
+FORMAT_VERSION = 2
 # Index 0 of every vocabulary is the out-of-vocabulary bucket.
 OOV_INDEX = 0
+DEFAULT_ATTRIBUTE_OPTIONS: dict[str, Any] = {
+    "numeric_scaling": "zscore",
+    "min_category_count": 1,
+    "max_text_vocabulary": 5000,
+    "max_tokens": 8,
+    "attribute_kinds": {},
+}
 
 
 @dataclass
@@ -26,11 +37,15 @@ class Vocabulary:
     ids: pd.Index
 
     @classmethod
-    def fit(cls, values: pd.Series, min_count: int) -> Vocabulary:
+    def fit(cls, values: pd.Series, min_count: int, previous: Vocabulary | None = None) -> Vocabulary:
+        """Ids seen at least min_count times, sorted. Given the previous version's vocabulary, every id
+        it had keeps its index and new ids are appended, so indices are stable across retrains."""
         counts = values.value_counts(sort=False)
-        kept = counts[counts >= min_count].index.astype(str)
-        # Sorted by id, so the same ids get the same indices on every retrain.
-        return cls(pd.Index(sorted(kept), dtype=object))
+        kept = sorted(counts[counts >= min_count].index.astype(str))
+        if previous is None:
+            return cls(pd.Index(kept, dtype=object))
+        new = [v for v in kept if v not in previous.ids]
+        return cls(pd.Index([*previous.ids, *new], dtype=object))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -58,15 +73,30 @@ class Workflow:
     users: Vocabulary
     items: Vocabulary
     max_history: int
+    user_attributes: AttributeEncoder = field(default_factory=lambda: AttributeEncoder("user_id", []))
+    item_attributes: AttributeEncoder = field(default_factory=lambda: AttributeEncoder("item_id", []))
 
     @classmethod
     def fit(
-        cls, interactions: pd.DataFrame, max_history: int, min_user_count: int = 1, min_item_count: int = 1
+        cls,
+        interactions: pd.DataFrame,
+        max_history: int,
+        min_user_count: int = 1,
+        min_item_count: int = 1,
+        *,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+        options: Mapping[str, Any] | None = None,
+        previous: Workflow | None = None,
     ) -> Workflow:
+        options = {**DEFAULT_ATTRIBUTE_OPTIONS, **(options or {})}
+        kinds = options.get("attribute_kinds", {})
         return cls(
-            users=Vocabulary.fit(interactions["user_id"], min_user_count),
-            items=Vocabulary.fit(interactions["item_id"], min_item_count),
+            users=Vocabulary.fit(interactions["user_id"], min_user_count, previous.users if previous else None),
+            items=Vocabulary.fit(interactions["item_id"], min_item_count, previous.items if previous else None),
             max_history=max_history,
+            user_attributes=AttributeEncoder.fit(users, "user_id", kinds, options),
+            item_attributes=AttributeEncoder.fit(items, "item_id", kinds, options),
         )
 
     def encode_interactions(self, interactions: pd.DataFrame) -> pd.DataFrame:
@@ -80,6 +110,29 @@ class Workflow:
         )
         return frame.sort_values(["user_index", "timestamp"], kind="stable").reset_index(drop=True)
 
+    def encode_history(self, item_ids: Sequence[str], timestamps: Sequence[int]) -> EncodedSequences:
+        """One user's time-ordered history (oldest first) as model input: the online path."""
+        indices = self.items.encode(list(item_ids)) if len(item_ids) else np.zeros(0, dtype=np.int32)
+        return encode_sequence(indices, np.asarray(timestamps, dtype=np.int64), self.max_history)
+
+    def encode_histories(self, interactions: pd.DataFrame) -> tuple[np.ndarray, EncodedSequences]:
+        """Every user's history as model input, by user id: the offline path.
+
+        Keyed by the client's user id (not the index), so users below min_user_count keep their own rows.
+        """
+        frame = interactions[["user_id", "item_id", "timestamp"]].copy()
+        frame["_key"], user_ids = pd.factorize(frame["user_id"], sort=True)
+        frame = frame.sort_values(["_key", "timestamp"], kind="stable")
+        keyed = pd.DataFrame(
+            {
+                "user_index": frame["_key"].to_numpy(),
+                "item_index": self.items.encode(frame["item_id"].to_numpy()),
+                "timestamp": frame["timestamp"].to_numpy(np.int64),
+            }
+        )
+        keys, sequences = encode_sequences(keyed, self.max_history)
+        return np.asarray(user_ids, dtype=object)[keys], sequences
+
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"user_id": self.users.ids}).to_parquet(directory / "users.parquet", index=False)
@@ -90,6 +143,8 @@ class Workflow:
             "oov_index": OOV_INDEX,
             "users": len(self.users),
             "items": len(self.items),
+            "user_attributes": self.user_attributes.to_json(),
+            "item_attributes": self.item_attributes.to_json(),
         }
         (directory / "workflow.json").write_text(json.dumps(meta, indent=1))
 
@@ -104,4 +159,6 @@ class Workflow:
             Vocabulary(pd.Index(users, dtype=object)),
             Vocabulary(pd.Index(items, dtype=object)),
             int(meta["max_history"]),
+            AttributeEncoder.from_json(meta["user_attributes"]),
+            AttributeEncoder.from_json(meta["item_attributes"]),
         )

@@ -71,7 +71,7 @@ class HistoryEntry(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., timestamp: _Optional[int] = ..., item_index: _Optional[int] = ...) -> None: ...
 
 class UserContext(_message.Message):
-    __slots__ = ("user_id", "known_user", "history", "attributes", "artifact_version", "seen_item_ids")
+    __slots__ = ("user_id", "known_user", "history", "attributes", "artifact_version", "seen_item_ids", "sequence", "encoded_attributes")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -85,10 +85,38 @@ class UserContext(_message.Message):
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
     SEEN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    ENCODED_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     known_user: bool
     history: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
     attributes: _containers.ScalarMap[str, str]
     artifact_version: str
     seen_item_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[str] = ..., known_user: _Optional[bool] = ..., history: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., artifact_version: _Optional[str] = ..., seen_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    sequence: EncodedSequence
+    encoded_attributes: EncodedAttributes
+    def __init__(self, user_id: _Optional[str] = ..., known_user: _Optional[bool] = ..., history: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., artifact_version: _Optional[str] = ..., seen_item_ids: _Optional[_Iterable[str]] = ..., sequence: _Optional[_Union[EncodedSequence, _Mapping]] = ..., encoded_attributes: _Optional[_Union[EncodedAttributes, _Mapping]] = ...) -> None: ...
+
+class EncodedSequence(_message.Message):
+    __slots__ = ("item_indices", "timestamps", "gaps", "length")
+    ITEM_INDICES_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
+    GAPS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    item_indices: _containers.RepeatedScalarFieldContainer[int]
+    timestamps: _containers.RepeatedScalarFieldContainer[int]
+    gaps: _containers.RepeatedScalarFieldContainer[float]
+    length: int
+    def __init__(self, item_indices: _Optional[_Iterable[int]] = ..., timestamps: _Optional[_Iterable[int]] = ..., gaps: _Optional[_Iterable[float]] = ..., length: _Optional[int] = ...) -> None: ...
+
+class EncodedAttributes(_message.Message):
+    __slots__ = ("categorical", "numeric", "multi_hot_indices", "tokens")
+    CATEGORICAL_FIELD_NUMBER: _ClassVar[int]
+    NUMERIC_FIELD_NUMBER: _ClassVar[int]
+    MULTI_HOT_INDICES_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    categorical: _containers.RepeatedScalarFieldContainer[int]
+    numeric: _containers.RepeatedScalarFieldContainer[float]
+    multi_hot_indices: _containers.RepeatedScalarFieldContainer[int]
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, categorical: _Optional[_Iterable[int]] = ..., numeric: _Optional[_Iterable[float]] = ..., multi_hot_indices: _Optional[_Iterable[int]] = ..., tokens: _Optional[_Iterable[int]] = ...) -> None: ...

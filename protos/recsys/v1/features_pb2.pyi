@@ -7,6 +7,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EncodeItemsRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[_common_pb2.Item]
+    def __init__(self, items: _Optional[_Iterable[_Union[_common_pb2.Item, _Mapping]]] = ...) -> None: ...
+
+class EncodedItem(_message.Message):
+    __slots__ = ("item_id", "item_index", "attributes")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    item_index: int
+    attributes: _common_pb2.EncodedAttributes
+    def __init__(self, item_id: _Optional[str] = ..., item_index: _Optional[int] = ..., attributes: _Optional[_Union[_common_pb2.EncodedAttributes, _Mapping]] = ...) -> None: ...
+
+class EncodeItemsResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[EncodedItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[EncodedItem, _Mapping]]] = ...) -> None: ...
+
 class GetUserContextRequest(_message.Message):
     __slots__ = ("user_id", "attributes")
     class AttributesEntry(_message.Message):

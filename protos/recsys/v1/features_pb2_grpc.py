@@ -47,6 +47,11 @@ class FeatureServiceStub:
                 request_serializer=recsys_dot_v1_dot_features__pb2.FeatureRecordEventsRequest.SerializeToString,
                 response_deserializer=recsys_dot_v1_dot_features__pb2.FeatureRecordEventsResponse.FromString,
                 _registered_method=True)
+        self.EncodeItems = channel.unary_unary(
+                '/recsys.v1.FeatureService/EncodeItems',
+                request_serializer=recsys_dot_v1_dot_features__pb2.EncodeItemsRequest.SerializeToString,
+                response_deserializer=recsys_dot_v1_dot_features__pb2.EncodeItemsResponse.FromString,
+                _registered_method=True)
 
 
 class FeatureServiceServicer:
@@ -66,6 +71,13 @@ class FeatureServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EncodeItems(self, request, context):
+        """Items (new or known) with their attributes, as model input.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeatureServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +90,11 @@ def add_FeatureServiceServicer_to_server(servicer, server):
                     servicer.RecordEvents,
                     request_deserializer=recsys_dot_v1_dot_features__pb2.FeatureRecordEventsRequest.FromString,
                     response_serializer=recsys_dot_v1_dot_features__pb2.FeatureRecordEventsResponse.SerializeToString,
+            ),
+            'EncodeItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.EncodeItems,
+                    request_deserializer=recsys_dot_v1_dot_features__pb2.EncodeItemsRequest.FromString,
+                    response_serializer=recsys_dot_v1_dot_features__pb2.EncodeItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -136,6 +153,33 @@ class FeatureService:
             '/recsys.v1.FeatureService/RecordEvents',
             recsys_dot_v1_dot_features__pb2.FeatureRecordEventsRequest.SerializeToString,
             recsys_dot_v1_dot_features__pb2.FeatureRecordEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EncodeItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.v1.FeatureService/EncodeItems',
+            recsys_dot_v1_dot_features__pb2.EncodeItemsRequest.SerializeToString,
+            recsys_dot_v1_dot_features__pb2.EncodeItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,
