@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 RECSYS = [sys.executable, "-m", "services.launcher"]
 
@@ -78,3 +83,39 @@ def serve(artifacts: Path, timeout: float = 120) -> Served:
             raise RuntimeError(f"recsys serve exited with {process.returncode}: {stderr[-3000:]}")
     process.kill()
     raise TimeoutError("recsys serve did not print the gateway address")
+
+
+@contextlib.contextmanager
+def service_process(name: str, artifacts: Path, run_dir: Path, **env: str) -> Iterator[str]:
+    """One service as its own process (`python -m services.<name>`); yields its address once SERVING."""
+    port_file = run_dir / f"{name}.port"
+    port_file.unlink(missing_ok=True)
+    child_env = {
+        **os.environ,
+        "RECSYS_ARTIFACTS": str(artifacts),
+        "RECSYS_PORT": "0",
+        "RECSYS_PORT_FILE": str(port_file),
+        **{f"RECSYS_{key.upper()}": value for key, value in env.items()},
+    }
+    log = (run_dir / f"{name}.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=child_env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while not port_file.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start: {(run_dir / f'{name}.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        address = f"127.0.0.1:{port_file.read_text()}"
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while (
+                stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status != health_pb2.HealthCheckResponse.SERVING
+            ):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} never became SERVING")
+                time.sleep(0.05)
+        yield address
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
