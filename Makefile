@@ -5,18 +5,25 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test install protos lint typecheck clean
+.PHONY: up test install redis protos clean
 
 up: $(STAMP)
 	$(BIN)/recsys up
 
-test: $(STAMP)
+test: $(STAMP) redis
 	$(BIN)/python scripts/gen_protos.py --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	RECSYS_REQUIRE_REDIS=1 $(BIN)/pytest -q
+
+# The Redis online-store tests start their own redis-server; Debian's package provides the binary.
+redis:
+	@command -v redis-server >/dev/null || { \
+		$(SUDO) apt-get install -y -q redis-server >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }; }
 
 install: $(STAMP)
 

@@ -252,3 +252,11 @@ def test_load_movielens_1m_layout(tmp_path: Path) -> None:
     amelie = dataset.items.set_index("item_id").loc["20"]
     assert (amelie["title"], amelie["genres"], amelie["year"]) == ("Amélie (2001)", "Comedy|Romance", "2001")
     assert dataset.users.set_index("user_id").loc["2", "age"] == "56"
+
+
+def test_negative_and_infinite_ratings_are_out_of_range(tmp_path: Path) -> None:
+    path = tmp_path / "ratings.csv"
+    path.write_text("user_id,item_id,timestamp,rating\nu1,i1,1000,4\nu1,i2,1001,-1\nu2,i1,1002,inf\nu2,i3,1003,0\n")
+    frame, report = read_interactions_csv(path)
+    assert report.rejected == {"rating_out_of_range": 2}
+    assert frame["item_id"].tolist() == ["i1", "i3"]

@@ -124,6 +124,10 @@ def clean_interactions(frame: pd.DataFrame, report: QualityReport, min_rating: f
         ratings = pd.to_numeric(frame["rating"].replace("", np.nan), errors="coerce")
         bad = ratings.isna() & (frame["rating"] != "")
         report.reject("bad_rating", bad.sum())
+        # Negative or infinite feedback is corrupt data, not a low rating.
+        out_of_range = ~bad & ((ratings < 0) | np.isinf(ratings))
+        report.reject("rating_out_of_range", out_of_range.sum())
+        bad = bad | out_of_range
         keep = ~bad & ~(ratings < min_rating)
         report.reject("below_min_rating", (~bad & (ratings < min_rating)).sum())
         frame, timestamps, ratings = frame[keep], timestamps[keep], ratings[keep]

@@ -110,14 +110,15 @@ def train(
     run_training(interactions, items, users, movielens, config, out)
 
 
-def _start_suite(artifacts: Path, port: int, host: str, state_dir: Path | None) -> Suite:
+def _start_suite(artifacts: Path, port: int, host: str, state_dir: Path | None, redis_url: str | None = None) -> Suite:
     from trainer.artifacts import ArtifactError, resolve_version
 
     try:
         resolve_version(artifacts)
     except ArtifactError as error:
         _fail(str(error))
-    suite = Suite(artifacts=artifacts, port=port, host=host, state_dir=state_dir)
+    store_env = {"RECSYS_STORE": "redis", "RECSYS_REDIS_URL": redis_url} if redis_url else {}
+    suite = Suite(artifacts=artifacts, port=port, host=host, state_dir=state_dir, extra_env=store_env)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with console.status("starting services"):
@@ -139,9 +140,12 @@ def serve(
     state_dir: Annotated[
         Path | None, typer.Option(help="Online state (recorded events); default ARTIFACTS/state.")
     ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Keep recorded events in Redis (e.g. redis://127.0.0.1:6379/0), not SQLite.")
+    ] = None,
 ) -> None:
     """Start every service as its own process and serve until SIGTERM or Ctrl-C."""
-    suite = _start_suite(artifacts, port, host, state_dir)
+    suite = _start_suite(artifacts, port, host, state_dir, redis_url)
     raise typer.Exit(wait_for_signal(suite))
 
 
