@@ -107,10 +107,12 @@ def phase_workflow(data: Path, max_history: int) -> dict[str, Any]:
         "rejected": dict(dataset.quality[0].rejected),
         "sequences": list(sequences.item_indices.shape),
         "users": len(user_ids),
-        "item_attributes_width": int(items.categorical.shape[1] + items.numeric.shape[1] + items.multi_hot.shape[1]
-                                     + items.tokens.shape[1]),
-        "user_attributes_width": int(users.categorical.shape[1] + users.numeric.shape[1] + users.multi_hot.shape[1]
-                                     + users.tokens.shape[1]),
+        "item_attributes_width": int(
+            items.categorical.shape[1] + items.numeric.shape[1] + items.multi_hot.shape[1] + items.tokens.shape[1]
+        ),
+        "user_attributes_width": int(
+            users.categorical.shape[1] + users.numeric.shape[1] + users.multi_hot.shape[1] + users.tokens.shape[1]
+        ),
     }
 
 
@@ -128,15 +130,23 @@ def phase_baseline(data: Path, max_history: int) -> dict[str, Any]:
     ordered = frame.sort_values(["user_index", "timestamp"], kind="stable")
     sequences = ordered.groupby("user_index")["item_index"].apply(lambda s: s.to_numpy()[-max_history:])
     t3 = time.perf_counter()
-    return {"read_clean_s": t1 - t0, "fit_s": t2 - t1, "transform_s": t3 - t2, "total_s": t3 - t0,
-            "rows_kept": len(frame), "users": len(sequences)}
+    return {
+        "read_clean_s": t1 - t0,
+        "fit_s": t2 - t1,
+        "transform_s": t3 - t2,
+        "total_s": t3 - t0,
+        "rows_kept": len(frame),
+        "users": len(sequences),
+    }
 
 
 def run_phase(name: str, data: Path, max_history: int) -> dict[str, Any]:
     """One phase in a fresh interpreter; its peak RSS comes back with its timings."""
     done = subprocess.run(
         [sys.executable, __file__, "--phase", name, "--data", str(data), "--max-history", str(max_history)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -191,8 +201,7 @@ def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float 
 
 
 def start_server(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_serving(f"127.0.0.1:{port}", process)
     return process
 
@@ -225,7 +234,9 @@ def record_events(address: str, users: list[str], per_user: int) -> None:
     with grpc.insecure_channel(address) as channel:
         stub = features_pb2_grpc.FeatureServiceStub(channel)
         for user in users:
-            events = [common_pb2.Event(user_id=user, item_id=f"i{n}", timestamp=1_640_000_000 + n) for n in range(per_user)]
+            events = [
+                common_pb2.Event(user_id=user, item_id=f"i{n}", timestamp=1_640_000_000 + n) for n in range(per_user)
+            ]
             stub.RecordEvents(features_pb2.FeatureRecordEventsRequest(events=events), timeout=10)
 
 
@@ -237,9 +248,7 @@ def serve_dict_baseline(histories: Path, port: int, max_history: int) -> None:
     from recsys.v1 import common_pb2, features_pb2_grpc
 
     frame = pd.read_parquet(histories)
-    by_user = {
-        user: group["item_id"].tolist()[-max_history:] for user, group in frame.groupby("user_id", sort=False)
-    }
+    by_user = {user: group["item_id"].tolist()[-max_history:] for user, group in frame.groupby("user_id", sort=False)}
 
     class DictFeatures(features_pb2_grpc.FeatureServiceServicer):
         async def GetUserContext(self, request, context):  # type: ignore[no-untyped-def]
@@ -269,8 +278,22 @@ def latency_suite(data: Path, work: Path, requests: int, max_history: int) -> di
     users = pd.read_parquet(version / "histories.parquet", columns=["user_id"])["user_id"].unique().tolist()
     results: dict[str, Any] = {}
     port = free_port()
-    baseline = start_server([sys.executable, __file__, "--phase", "dict-server", "--data", str(version / "histories.parquet"),
-                             "--port", str(port), "--max-history", str(max_history)], {}, port)
+    baseline = start_server(
+        [
+            sys.executable,
+            __file__,
+            "--phase",
+            "dict-server",
+            "--data",
+            str(version / "histories.parquet"),
+            "--port",
+            str(port),
+            "--max-history",
+            str(max_history),
+        ],
+        {},
+        port,
+    )
     try:
         results["dict baseline"] = measure_latency(f"127.0.0.1:{port}", users, requests)
     finally:
@@ -281,8 +304,11 @@ def latency_suite(data: Path, work: Path, requests: int, max_history: int) -> di
     redis_port = free_port()
     redis = None
     if redis_binary:
-        redis = subprocess.Popen([redis_binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                                  "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        redis = subprocess.Popen(
+            [redis_binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(0.5)
     stores = {"sqlite": {"RECSYS_STORE": "sqlite", "RECSYS_STATE_DIR": str(work / "state")}}
     if redis is not None:
@@ -290,7 +316,12 @@ def latency_suite(data: Path, work: Path, requests: int, max_history: int) -> di
     try:
         for name, store_env in stores.items():
             port = free_port()
-            env = {"RECSYS_ARTIFACTS": str(version), "RECSYS_PORT": str(port), "RECSYS_LOG_LEVEL": "WARNING", **store_env}
+            env = {
+                "RECSYS_ARTIFACTS": str(version),
+                "RECSYS_PORT": str(port),
+                "RECSYS_LOG_LEVEL": "WARNING",
+                **store_env,
+            }
             service = start_server([sys.executable, "-m", "services.features"], env, port)
             try:
                 address = f"127.0.0.1:{port}"
@@ -356,10 +387,14 @@ def main() -> None:
     print(f"\nfit + transform of {args.interactions:,} interactions (median of {args.repeat} runs, 2-core machine)")
     print(f"{'':28}{'read+clean':>12}{'fit':>8}{'transform':>11}{'total':>8}{'peak RSS':>11}")
     for name, row in (("workflow (this project)", w), ("plain pandas baseline", b)):
-        print(f"{name:28}{row['read_clean_s']:>11.2f}s{row['fit_s']:>7.2f}s{row['transform_s']:>10.2f}s"
-              f"{row['total_s']:>7.2f}s{row['peak_rss_mib']:>8.0f} MiB")
-    print(f"ratio workflow/baseline: time {w['total_s'] / b['total_s']:.2f}x, memory "
-          f"{w['peak_rss_mib'] / b['peak_rss_mib']:.2f}x   (targets: total < 30 s, peak < 2048 MiB)")
+        print(
+            f"{name:28}{row['read_clean_s']:>11.2f}s{row['fit_s']:>7.2f}s{row['transform_s']:>10.2f}s"
+            f"{row['total_s']:>7.2f}s{row['peak_rss_mib']:>8.0f} MiB"
+        )
+    print(
+        f"ratio workflow/baseline: time {w['total_s'] / b['total_s']:.2f}x, memory "
+        f"{w['peak_rss_mib'] / b['peak_rss_mib']:.2f}x   (targets: total < 30 s, peak < 2048 MiB)"
+    )
     print(f"\nuser-context latency over gRPC ({args.requests} sequential requests, known users)")
     for name, row in summary["latency"].items():
         if isinstance(row, str):

@@ -83,7 +83,8 @@ class ColumnEncoder:
         values = _clean(values)
         min_count = int(options["min_category_count"])
         if kind == "numeric":
-            numbers = pd.to_numeric(values, errors="coerce").dropna().to_numpy(np.float64)
+            numbers = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
+            numbers = numbers[np.isfinite(numbers)]  # as in encode(): non-finite values are missing
             if len(numbers) == 0:
                 return cls(name, kind)
             if options["numeric_scaling"] == "robust":

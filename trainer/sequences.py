@@ -40,14 +40,7 @@ def encode_sequence(item_indices: np.ndarray, timestamps: np.ndarray, max_length
 
 def encode_sequences(encoded: pd.DataFrame, max_length: int) -> tuple[np.ndarray, EncodedSequences]:
     """Every user's sequence from interactions sorted by user then time; returns (user indices, sequences)."""
-    users = encoded["user_index"].to_numpy()
-    items = encoded["item_index"].to_numpy()
-    times = encoded["timestamp"].to_numpy()
-    bounds = np.flatnonzero(users[1:] != users[:-1]) + 1
-    starts = np.concatenate([[0], bounds]).astype(int)
-    ends = np.concatenate([bounds, [len(users)]]).astype(int)
-    rows = [encode_sequence(items[s:e], times[s:e], max_length) for s, e in zip(starts, ends, strict=True)]
-    if not rows:
+    if encoded.empty:
         empty = EncodedSequences(
             np.zeros((0, max_length), np.int32),
             np.zeros((0, max_length), np.int64),
@@ -55,6 +48,13 @@ def encode_sequences(encoded: pd.DataFrame, max_length: int) -> tuple[np.ndarray
             np.zeros(0, np.int32),
         )
         return np.zeros(0, dtype=np.int32), empty
+    users = encoded["user_index"].to_numpy()
+    items = encoded["item_index"].to_numpy()
+    times = encoded["timestamp"].to_numpy()
+    bounds = np.flatnonzero(users[1:] != users[:-1]) + 1
+    starts = np.concatenate([[0], bounds]).astype(int)
+    ends = np.concatenate([bounds, [len(users)]]).astype(int)
+    rows = [encode_sequence(items[s:e], times[s:e], max_length) for s, e in zip(starts, ends, strict=True)]
     stacked = EncodedSequences(
         np.vstack([r.item_indices for r in rows]),
         np.vstack([r.timestamps for r in rows]),
