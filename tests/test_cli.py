@@ -133,3 +133,15 @@ def test_serve_without_artefacts(tmp_path: Path) -> None:
     assert "no artefact version found" in text(result)
     # Nothing was created in the directory.
     assert list(empty.iterdir()) == []
+
+
+def test_malformed_csv_trains_and_reports_what_was_rejected(demo_dir: Path, tmp_path: Path) -> None:
+    interactions = tmp_path / "interactions.csv"
+    good = (demo_dir / "interactions.csv").read_text()
+    interactions.write_text(good + "u00001,,1600000000,3\nu00001,i00001,yesterday,3\nu00001,i00001\n" * 2)
+    result = invoke("train", "--out", tmp_path / "artifacts", "--interactions", interactions)
+    assert result.exit_code == 0, result.output
+    output = text(result)
+    assert "bad_timestamp=2" in output and "missing_item_id=2" in output and "unparsable_row=2" in output
+    report = json.loads((resolve_version(tmp_path / "artifacts") / "report.json").read_text())
+    assert report["quality"][0]["rejected"] == {"bad_timestamp": 2, "missing_item_id": 2, "unparsable_row": 2}
