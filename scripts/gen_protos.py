@@ -59,7 +59,12 @@ def stale_files() -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="fail when the committed stubs are stale")
+    parser.add_argument("--root", type=Path, help="a proto tree other than protos/")
     args = parser.parse_args()
+    if args.root is not None:
+        global PROTO_ROOT, PACKAGE_DIR
+        PROTO_ROOT = args.root.resolve()
+        PACKAGE_DIR = PROTO_ROOT / "recsys" / "v1"
     if args.check:
         problems = stale_files()
         for line in problems:

@@ -10,7 +10,8 @@ import pytest
 import scipy.sparse as sp
 
 from trainer.config import ConfigError, defaults, load_config
-from trainer.models.item_knn import ItemKNN, candidate_scores
+from trainer.models.candidates import ItemKNNCandidates, candidate_scores
+from trainer.models.item_knn import ItemKNN
 from trainer.models.markov import Markov, blend
 from trainer.models.neighbours import TopNeighbours, recency_weights, top_n
 from trainer.models.popularity import (
@@ -369,14 +370,25 @@ def test_item_knn_save_load(tmp_path: Path) -> None:
 
 
 def test_candidate_scores_popularity_tie_break() -> None:
-    model = fit_item_knn()
+    model = ItemKNNCandidates(fit_item_knn())
     popularity = np.array([0.0, 3.0, 3.0, 3.0, 10.0], dtype=np.float32)
     # No history: pure popularity order.
-    empty = candidate_scores(model, np.array([], dtype=np.int64), popularity)
+    empty = candidate_scores(model, np.array([], dtype=np.int64), np.array([], dtype=np.int64), popularity, 2.0)
     assert top_n(empty, 4, NONE).tolist()[0] == 4
-    # With a history the tie-break never overturns a real similarity.
-    scores = candidate_scores(model, np.array([1]), popularity)
+    # With a history and no shrinkage, the tie-break never overturns a real similarity.
+    scores = candidate_scores(model, np.array([1]), np.array([1]), popularity, 0.0)
     assert scores[2] > scores[4]
+
+
+def test_short_histories_lean_on_popularity() -> None:
+    model = ItemKNNCandidates(fit_item_knn())
+    popularity = np.array([0.0, 3.0, 3.0, 3.0, 10.0], dtype=np.float32)
+    history = np.array([1])
+    # One known item against a shrinkage of 100: alpha = 1/101, popularity decides.
+    leaning = candidate_scores(model, history, history, popularity, 100.0)
+    assert leaning[4] > leaning[2]
+    trusting = candidate_scores(model, history, history, popularity, 0.01)
+    assert trusting[2] > trusting[4]
 
 
 # ---------------------------------------------------------------- Markov

@@ -200,7 +200,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, dict
     paths = generate(n_users=300, n_items=120, mean_history=15).write(base / "data")
     dataset = load_csvs(paths["interactions"], paths["items"], paths["users"])
     override = base / "config.toml"
-    override.write_text("[item_knn]\nneighbours = 60\n[markov]\norder = 2\n")
+    override.write_text('[candidates]\nmodel = "item_knn"\n[item_knn]\nneighbours = 60\n[markov]\norder = 2\n')
     config = load_config(override)
     steps: list[str] = []
     result = train(dataset, config, base / "artifacts", steps.append)
@@ -319,3 +319,42 @@ def test_train_rejects_empty_interactions(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no usable interactions"):
         train(dataset, load_config(), tmp_path / "artifacts")
     assert not (tmp_path / "artifacts").exists()
+
+
+@pytest.fixture(scope="module")
+def trained_autoencoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, list[str]]:
+    base = tmp_path_factory.mktemp("autoencoder")
+    paths = generate(n_users=300, n_items=120, mean_history=15).write(base / "data")
+    override = base / "config.toml"
+    override.write_text("[autoencoder]\nhidden = [64]\nlatent = 16\nepochs = 12\npatience = 3\nbatch_size = 64\n")
+    steps: list[str] = []
+    result = train(
+        load_csvs(paths["interactions"], paths["items"], paths["users"]),
+        load_config(override),
+        base / "artifacts",
+        steps.append,
+    )
+    return result, steps
+
+
+def test_autoencoder_version_has_weights_curves_and_early_stopping(
+    trained_autoencoder: tuple[TrainResult, list[str]],
+) -> None:
+    result, steps = trained_autoencoder
+    files = set(load_manifest(result.version_dir)["files"])
+    assert {
+        f"{MODELS_DIR}/autoencoder/autoencoder.json",
+        f"{MODELS_DIR}/autoencoder/decoder0.kernel.npy",
+        "training_curves.png",
+    } <= files
+    assert not any("item_knn" in name for name in files)
+    report = result.report
+    assert report["models"]["candidates"] == "autoencoder"
+    curves = report["autoencoder"]["curves"]["validation"]
+    best = report["autoencoder"]["best_epoch"]
+    assert 1 <= best <= len(curves["validation"]) <= 12
+    assert curves["validation"][best - 1] == max(curves["validation"])
+    assert len(report["autoencoder"]["curves"]["final"]["loss"]) == best, "the final fit runs the best epoch count"
+    assert any(s.startswith("autoencoder epoch 1/12") for s in steps)
+    assert max(curves["validation"]) > curves["validation"][0], "validation NDCG@100 improves with training"
+    assert (result.version_dir / "training_curves.png").read_bytes().startswith(b"\x89PNG")

@@ -10,6 +10,8 @@ from typing import Any
 
 from trainer.attributes import KINDS, SCALINGS
 
+CANDIDATE_MODELS = ("autoencoder", "item_knn")
+
 
 class ConfigError(ValueError):
     """The configuration file names an unknown key or has a value of the wrong type."""
@@ -28,11 +30,13 @@ def _merge(base: dict[str, Any], override: dict[str, Any], path: str) -> dict[st
             raise ConfigError(f"unknown configuration key {where!r}")
         default = base[key]
         if isinstance(default, list):
+            integers = all(isinstance(v, int) for v in default)
+            allowed = (int,) if integers else (int, float)
             if not isinstance(value, list) or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in value
+                isinstance(v, allowed) and not isinstance(v, bool) for v in value
             ):
-                raise ConfigError(f"{where!r} must be list of numbers")
-            merged[key] = [float(v) for v in value]
+                raise ConfigError(f"{where!r} must be list of {'integers' if integers else 'numbers'}")
+            merged[key] = [int(v) for v in value] if integers else [float(v) for v in value]
             continue
         if isinstance(default, dict):
             if not isinstance(value, dict):
@@ -65,6 +69,22 @@ def _check_ranges(config: dict[str, Any]) -> None:
             f"workflow.attribute_kinds values must be one of {KINDS}",
         ),
         (config["item_knn"]["neighbours"] >= 1, "item_knn.neighbours must be >= 1"),
+        (config["candidates"]["model"] in CANDIDATE_MODELS, f"candidates.model must be one of {CANDIDATE_MODELS}"),
+        (config["candidates"]["popularity_shrinkage"] >= 0, "candidates.popularity_shrinkage must be >= 0"),
+        (config["autoencoder"]["variant"] in ("vae", "dae"), "autoencoder.variant must be vae or dae"),
+        (
+            len(config["autoencoder"]["hidden"]) >= 1 and min(config["autoencoder"]["hidden"]) >= 1,
+            "autoencoder.hidden must list positive sizes",
+        ),
+        (config["autoencoder"]["latent"] >= 1, "autoencoder.latent must be >= 1"),
+        (0 <= config["autoencoder"]["dropout"] < 1, "autoencoder.dropout must be in [0, 1)"),
+        (config["autoencoder"]["beta_max"] >= 0, "autoencoder.beta_max must be >= 0"),
+        (config["autoencoder"]["anneal_steps"] >= 1, "autoencoder.anneal_steps must be >= 1"),
+        (config["autoencoder"]["l2"] >= 0, "autoencoder.l2 must be >= 0"),
+        (config["autoencoder"]["learning_rate"] > 0, "autoencoder.learning_rate must be > 0"),
+        (config["autoencoder"]["batch_size"] >= 1, "autoencoder.batch_size must be >= 1"),
+        (config["autoencoder"]["epochs"] >= 1, "autoencoder.epochs must be >= 1"),
+        (config["autoencoder"]["patience"] >= 1, "autoencoder.patience must be >= 1"),
         (config["item_knn"]["shrinkage"] >= 0, "item_knn.shrinkage must be >= 0"),
         (config["popularity"]["half_life_days"] >= 0, "popularity.half_life_days must be >= 0"),
         (config["ranking"]["validation_users"] >= 1, "ranking.validation_users must be >= 1"),

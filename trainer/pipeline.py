@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from trainer import artifacts
 from trainer.data import Dataset
@@ -19,6 +20,7 @@ from trainer.evaluation import histories_by_user, hit_rate_ndcg, leave_last_out
 from trainer.layout import (
     CATALOG_DIR,
     CONFIG_FILE,
+    CURVES_PNG,
     HISTORIES_FILE,
     MODELS_DIR,
     RANKING_FILE,
@@ -26,10 +28,13 @@ from trainer.layout import (
     REPORT_MD,
     WORKFLOW_DIR,
 )
-from trainer.models.item_knn import ItemKNN, candidate_scores
+from trainer.models.autoencoder import TrainedAutoencoder, train_autoencoder
+from trainer.models.candidates import AutoencoderCandidates, CandidateModel, ItemKNNCandidates, candidate_scores
+from trainer.models.item_knn import ItemKNN
 from trainer.models.markov import Markov, blend
 from trainer.models.neighbours import top_n
 from trainer.models.popularity import fit_popularity, save_popularity
+from trainer.report import plot_curves
 from trainer.workflow import Workflow
 
 Step = Callable[[str], None]
@@ -44,27 +49,37 @@ class TrainResult:
 @dataclass
 class FittedModels:
     popularity: np.ndarray
-    item_knn: ItemKNN
+    candidates: CandidateModel
     markov: Markov
+    autoencoder: TrainedAutoencoder | None = None
 
 
-def fit_models(encoded: pd.DataFrame, workflow: Workflow, config: dict[str, Any]) -> FittedModels:
+def interaction_matrix(encoded: pd.DataFrame, n_users: int, n_items: int) -> sp.csr_matrix:
+    """Binary user x item matrix (repeated interactions count once)."""
+    ones = np.ones(len(encoded), dtype=np.float32)
+    matrix = sp.csr_matrix(
+        (ones, (encoded["user_index"].to_numpy(), encoded["item_index"].to_numpy())), shape=(n_users, n_items)
+    )
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def fit_models(
+    encoded: pd.DataFrame,
+    workflow: Workflow,
+    config: dict[str, Any],
+    validate_candidates: Callable[[CandidateModel], float] | None = None,
+    epochs: int | None = None,
+    step: Step | None = None,
+) -> FittedModels:
+    """Popularity, the candidate model and the Markov ranker. With validate_candidates, the autoencoder keeps
+    its best epoch by that score; with epochs, it trains exactly that many (the final fit on all data)."""
     # Users below min_user_count share the OOV index; as one "user" they would invent co-occurrences.
     encoded = encoded[encoded["user_index"] > 0]
     users = encoded["user_index"].to_numpy()
     items = encoded["item_index"].to_numpy()
     timestamps = encoded["timestamp"].to_numpy()
     popularity = fit_popularity(items, timestamps, workflow.items.size, config["popularity"]["half_life_days"])
-    knn = config["item_knn"]
-    item_knn = ItemKNN.fit(
-        users,
-        items,
-        workflow.users.size,
-        workflow.items.size,
-        knn["neighbours"],
-        knn["shrinkage"],
-        knn["recency_decay"],
-    )
     markov_config = config["markov"]
     markov = Markov.fit(
         users,
@@ -74,47 +89,111 @@ def fit_models(encoded: pd.DataFrame, workflow: Workflow, config: dict[str, Any]
         markov_config["order"],
         markov_config["recency_decay"],
     )
-    return FittedModels(popularity, item_knn, markov)
+    if config["candidates"]["model"] == "item_knn":
+        knn = config["item_knn"]
+        item_knn = ItemKNN.fit(
+            users,
+            items,
+            workflow.users.size,
+            workflow.items.size,
+            knn["neighbours"],
+            knn["shrinkage"],
+            knn["recency_decay"],
+        )
+        return FittedModels(popularity, ItemKNNCandidates(item_knn), markov)
+
+    autoencoder_config = dict(config["autoencoder"])
+    if epochs is not None:
+        autoencoder_config["epochs"] = epochs
+    validate = None
+    if validate_candidates is not None:
+        validate = lambda scorer: validate_candidates(AutoencoderCandidates(scorer))  # noqa: E731
+
+    def progress(epoch: int, logs: dict[str, float]) -> None:
+        if step is not None:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in logs.items())
+            step(f"autoencoder epoch {epoch}/{autoencoder_config['epochs']}: {shown}")
+
+    trained = train_autoencoder(
+        interaction_matrix(encoded, workflow.users.size, workflow.items.size),
+        autoencoder_config,
+        config["seed"],
+        validate,
+        progress,
+    )
+    return FittedModels(popularity, AutoencoderCandidates(trained.scorer), markov, trained)
 
 
-def validate(encoded: pd.DataFrame, workflow: Workflow, config: dict[str, Any]) -> dict[str, Any]:
-    """Fit on all but each sampled user's last item, score that item; pick the blend weight on it."""
+@dataclass
+class ValidationResult:
+    metrics: dict[str, Any]
+    markov_weight: float
+    best_epoch: int | None
+    curves: dict[str, list[float]]
+
+
+def validate(
+    encoded: pd.DataFrame, workflow: Workflow, config: dict[str, Any], step: Step | None = None
+) -> ValidationResult:
+    """Fit on all but each sampled user's last item and score that item: early stopping for the autoencoder,
+    the ranking blend weight, and the report's metrics."""
     ranking = config["ranking"]
     train_rows, held_out = leave_last_out(encoded, ranking["validation_users"], config["seed"])
     if held_out.empty:
-        return {"users": 0, "markov_weight": ranking["markov_weight"]}
-    models = fit_models(train_rows, workflow, config)
+        return ValidationResult({"users": 0}, ranking["markov_weight"], None, {})
     histories = histories_by_user(train_rows)
     max_history = workflow.max_history
     n_candidates = config["serving"]["candidates"]
+    shrinkage = config["candidates"]["popularity_shrinkage"]
     targets = held_out["item_index"].to_numpy()
+    users = [int(u) for u in held_out["user_index"].to_numpy()]
+    validation_popularity = fit_popularity(
+        train_rows["item_index"].to_numpy(),
+        train_rows["timestamp"].to_numpy(),
+        workflow.items.size,
+        config["popularity"]["half_life_days"],
+    )
+
+    def candidate_lists(model: CandidateModel) -> list[tuple[np.ndarray, np.ndarray]]:
+        lists = []
+        for user in users:
+            seen = histories[user]
+            scores = candidate_scores(model, seen[-max_history:], seen, validation_popularity, shrinkage)
+            best = top_n(scores, n_candidates, seen)
+            lists.append((best, scores[best]))
+        return lists
+
+    def validation_ndcg(model: CandidateModel) -> float:
+        return hit_rate_ndcg([c for c, _ in candidate_lists(model)], targets, 100)["NDCG@100"]
+
+    models = fit_models(train_rows, workflow, config, validation_ndcg, step=step)
+    candidates = candidate_lists(models.candidates)
     grid = ranking["blend_grid"] if ranking["fit_blend"] else [ranking["markov_weight"]]
-    popular, candidate_lists = [], []
     blended: dict[float, list[np.ndarray]] = {w: [] for w in grid}
-    for user in held_out["user_index"].to_numpy():
-        seen = histories[int(user)]
-        recent = seen[-max_history:]
-        popular.append(top_n(models.popularity, n_candidates, seen))
-        scores = candidate_scores(models.item_knn, recent, models.popularity)
-        candidates = top_n(scores, n_candidates, seen)
-        candidate_lists.append(candidates)
-        transition = models.markov.score(recent, candidates)
+    for user, (best, scores) in zip(users, candidates, strict=True):
+        transition = models.markov.score(histories[user][-max_history:], best)
         for weight in grid:
-            order = np.argsort(-blend(scores[candidates], transition, weight), kind="stable")
-            blended[weight].append(candidates[order])
+            blended[weight].append(best[np.argsort(-blend(scores, transition, weight), kind="stable")])
     by_weight = {w: hit_rate_ndcg(lists, targets, 10) for w, lists in blended.items()}
-    best = max(grid, key=lambda w: (by_weight[w]["NDCG@10"], -abs(w - ranking["markov_weight"])))
-    return {
+    best_weight = max(grid, key=lambda w: (by_weight[w]["NDCG@10"], -abs(w - ranking["markov_weight"])))
+    lists = [c for c, _ in candidates]
+    popular = [top_n(validation_popularity, n_candidates, histories[user]) for user in users]
+    metrics = {
         "users": len(targets),
-        "popularity": hit_rate_ndcg(popular, targets, 10),
-        "item_knn": {
-            **hit_rate_ndcg(candidate_lists, targets, 10),
-            f"HR@{n_candidates}": hit_rate_ndcg(candidate_lists, targets, n_candidates)[f"HR@{n_candidates}"],
+        "popularity": {**hit_rate_ndcg(popular, targets, 10), "HR@100": hit_rate_ndcg(popular, targets, 100)["HR@100"]},
+        models.candidates.name: {
+            **hit_rate_ndcg(lists, targets, 10),
+            "HR@100": hit_rate_ndcg(lists, targets, 100)["HR@100"],
+            f"HR@{n_candidates}": hit_rate_ndcg(lists, targets, n_candidates)[f"HR@{n_candidates}"],
         },
         "blend_by_weight": {str(w): m for w, m in by_weight.items()},
-        "markov_weight": best,
-        "blend": by_weight[best],
+        "blend": {**by_weight[best_weight], "HR@100": hit_rate_ndcg(blended[best_weight], targets, 100)["HR@100"]},
+        "markov_weight": best_weight,
     }
+    trained = models.autoencoder
+    return ValidationResult(
+        metrics, best_weight, trained.best_epoch if trained else None, trained.curves if trained else {}
+    )
 
 
 def previous_workflow(out_root: Path) -> Workflow | None:
@@ -160,9 +239,9 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         )
         encoded = workflow.encode_interactions(interactions)
     with stage("validation"):
-        validation = validate(encoded, workflow, config)
+        validation = validate(encoded, workflow, config, step)
     with stage("models"):
-        models = fit_models(encoded, workflow, config)
+        models = fit_models(encoded, workflow, config, epochs=validation.best_epoch, step=step)
 
     version = artifacts.new_version_name()
     if step is not None:
@@ -178,9 +257,12 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         models_dir = staging / MODELS_DIR
         models_dir.mkdir()
         save_popularity(models_dir, models.popularity)
-        models.item_knn.save(models_dir)
+        models.candidates.save(models_dir)
         models.markov.save(models_dir)
-        (models_dir / RANKING_FILE).write_text(json.dumps({"markov_weight": validation["markov_weight"]}))
+        (models_dir / RANKING_FILE).write_text(json.dumps({"markov_weight": validation.markov_weight}))
+        curves = {"validation": validation.curves, "final": models.autoencoder.curves if models.autoencoder else {}}
+        if validation.curves:
+            plot_curves(curves, staging / CURVES_PNG)
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True))
         report = {
             "version": version,
@@ -194,9 +276,10 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
                 "user_attribute_kinds": workflow.user_attributes.describe(),
             },
             "quality": [q.to_dict() for q in dataset.quality],
-            "validation": validation,
+            "validation": validation.metrics,
+            "autoencoder": {"best_epoch": validation.best_epoch, "curves": curves} if models.autoencoder else None,
             "timings_s": timings,
-            "models": {"candidates": "item_knn", "ranking": "markov blend", "synthetic": None},
+            "models": {"candidates": models.candidates.name, "ranking": "markov blend", "synthetic": None},
         }
         (staging / REPORT_JSON).write_text(json.dumps(report, indent=1, sort_keys=True))
         (staging / REPORT_MD).write_text(render_report(report))
@@ -217,11 +300,14 @@ def render_report(report: dict[str, Any]) -> str:
             lines.append(f"  - unknown columns ignored: {', '.join(quality['unknown_columns'])}")
     validation = report["validation"]
     lines += ["", f"## Validation (last item of {validation['users']} users held out)", ""]
-    for name in ("popularity", "item_knn", "blend"):
+    for name in ("popularity", "autoencoder", "item_knn", "blend"):
         if name in validation:
             metrics = ", ".join(f"{k} {v:.4f}" for k, v in validation[name].items())
             lines.append(f"- {name}: {metrics}")
-    lines.append(f"- fitted markov_weight: {validation['markov_weight']}")
+    if "markov_weight" in validation:
+        lines.append(f"- fitted markov_weight: {validation['markov_weight']}")
+    if report.get("autoencoder"):
+        lines.append(f"- autoencoder best epoch: {report['autoencoder']['best_epoch']} (curves: {CURVES_PNG})")
     lines += ["", "## Timings (s)", ""]
     lines += [f"- {name}: {seconds}" for name, seconds in report["timings_s"].items()]
     return "\n".join(lines) + "\n"

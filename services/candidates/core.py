@@ -1,4 +1,5 @@
-"""Candidate generation: item-kNN over the user's recent history, popularity when there is none."""
+"""Candidate generation: the trained candidate model (Mult-VAE/DAE or item-kNN) blended with popularity
+by history length; pure popularity for users without history."""
 
 from __future__ import annotations
 
@@ -12,12 +13,11 @@ import numpy as np
 from services.common.errors import Violations
 from services.common.validation import MAX_K
 from trainer.layout import MODELS_DIR, WORKFLOW_DIR
-from trainer.models.item_knn import ItemKNN, candidate_scores
+from trainer.models.candidates import candidate_scores, load_candidate_model
 from trainer.models.neighbours import top_n
 from trainer.models.popularity import PopularityRanking, load_popularity
 from trainer.workflow import Workflow
 
-MODEL_NAME = "item_knn"
 POPULARITY_NAME = "popularity"
 
 
@@ -32,15 +32,10 @@ class CandidateCore:
         self.version = version
         self.workflow = Workflow.load(version_dir / WORKFLOW_DIR)
         self.popularity = load_popularity(version_dir / MODELS_DIR)
-        self.item_knn = ItemKNN.load(version_dir / MODELS_DIR, config["item_knn"]["recency_decay"])
+        self.model = load_candidate_model(version_dir / MODELS_DIR, config)
+        self.shrinkage = float(config["candidates"]["popularity_shrinkage"])
         self._item_ids = self.workflow.items.ids.to_numpy()
         self.popular_ranking = PopularityRanking(self._item_ids, self.popularity, self.workflow.items.encode)
-
-    def _excluded(self, seen: Sequence[str], exclude: Sequence[str]) -> np.ndarray:
-        return self.workflow.items.encode([*seen, *exclude]) if seen or exclude else np.zeros(0, np.int32)
-
-    def _as_candidates(self, indices: np.ndarray, scores: np.ndarray) -> list[Candidate]:
-        return [Candidate(str(self._item_ids[i - 1]), float(scores[i])) for i in indices]
 
     @staticmethod
     def _check_n(n: int) -> None:
@@ -49,14 +44,18 @@ class CandidateCore:
         violations.raise_if_any()
 
     def candidates(
-        self, history: np.ndarray, seen: Sequence[str], exclude: Sequence[str], n: int
+        self, recent: np.ndarray, seen: Sequence[str], exclude: Sequence[str], n: int
     ) -> tuple[list[Candidate], str]:
-        """Top-n by item-kNN (popularity breaks ties); no seen or excluded item; with the model's name."""
+        """Top-n best first, never a seen or excluded item; with the name of the model that chose them."""
         self._check_n(n)
-        known_history = history[history > 0]
-        scores = candidate_scores(self.item_knn, known_history, self.popularity)
-        best = top_n(scores, n, self._excluded(seen, exclude))
-        return self._as_candidates(best, scores), MODEL_NAME if len(known_history) else POPULARITY_NAME
+        seen_indices = self.workflow.items.encode(list(seen)) if seen else np.zeros(0, np.int32)
+        scores = candidate_scores(self.model, recent[recent > 0], seen_indices, self.popularity, self.shrinkage)
+        excluded = (
+            np.concatenate([seen_indices, self.workflow.items.encode(list(exclude))]) if exclude else seen_indices
+        )
+        best = top_n(scores, n, excluded)
+        model = self.model.name if np.any(seen_indices > 0) else POPULARITY_NAME
+        return [Candidate(str(self._item_ids[i - 1]), float(scores[i])) for i in best], model
 
     def popular(self, exclude: Sequence[str], n: int) -> list[Candidate]:
         self._check_n(n)

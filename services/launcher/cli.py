@@ -68,7 +68,11 @@ def run_training(
         task = progress.add_task("training", total=len(steps))
 
         def step(name: str) -> None:
-            progress.update(task, description=f"training: {name}", completed=steps.index(name))
+            # Stage names advance the bar; anything else (e.g. an epoch's losses) is shown as detail.
+            if name in steps:
+                progress.update(task, description=f"training: {name}", completed=steps.index(name))
+            else:
+                progress.update(task, description=f"training: {name}")
 
         try:
             result = train(dataset, config, out, step)

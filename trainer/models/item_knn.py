@@ -55,14 +55,3 @@ class ItemKNN:
     @classmethod
     def load(cls, directory: Path, recency_decay: float) -> ItemKNN:
         return cls(TopNeighbours.load(directory, NAME), recency_decay)
-
-
-# Popularity breaks ties (and orders items no history item points to) without moving real scores.
-POPULARITY_TIE_BREAK = 1e-6
-
-
-def candidate_scores(model: ItemKNN, history: np.ndarray, popularity: np.ndarray) -> np.ndarray:
-    """Item-kNN scores with a popularity tie-break; an empty history gives pure popularity order."""
-    top = float(popularity.max()) if len(popularity) else 0.0
-    tie_break = popularity / top * POPULARITY_TIE_BREAK if top > 0 else np.zeros_like(popularity)
-    return model.score(history) + tie_break.astype(np.float32)

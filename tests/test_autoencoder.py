@@ -1,0 +1,81 @@
+"""Mult-VAE/DAE: the numpy inference the candidates service runs equals the Keras model it was exported from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from trainer.config import load_config
+from trainer.models.autoencoder import AutoencoderScorer, build_model, scorer_from_model, train_autoencoder
+
+
+def small_config(variant: str = "vae", hidden: list[int] | None = None) -> dict:  # type: ignore[type-arg]
+    config = dict(load_config()["autoencoder"])
+    config.update(variant=variant, hidden=hidden or [32], latent=8, epochs=3, patience=2, batch_size=16)
+    return config
+
+
+def random_matrix(users: int = 60, items: int = 40, seed: int = 0) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((users, items)) < 0.15).astype(np.float32)
+    dense[:, 0] = 0.0  # index 0 is the out-of-vocabulary bucket: never interacted with
+    return sp.csr_matrix(dense)
+
+
+@pytest.mark.parametrize(("variant", "hidden"), [("vae", [32]), ("dae", [32]), ("vae", [32, 16])])
+def test_numpy_scorer_matches_keras(variant: str, hidden: list[int], tmp_path: Path) -> None:
+    import keras
+
+    matrix = random_matrix()
+    model = build_model(matrix.shape[1], small_config(variant, hidden))
+    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    model.fit(matrix.toarray(), epochs=3, batch_size=16, verbose=0)  # weights away from their initial values
+    scorer_from_model(model, {"variant": variant}).save(tmp_path)
+    scorer = AutoencoderScorer.load(tmp_path)  # what the candidates service loads
+    for user in range(8):
+        expected = np.asarray(model(matrix[user].toarray(), training=False))[0]
+        np.testing.assert_allclose(scorer.score(matrix[user].indices), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_empty_history_scores_without_error() -> None:
+    trained = train_autoencoder(random_matrix(), small_config(), seed=0)
+    assert trained.scorer.score(np.array([], dtype=np.int64)).shape == (40,)
+
+
+def test_early_stopping_keeps_the_best_epoch() -> None:
+    values = iter([0.1, 0.3, 0.2, 0.25, 0.05, 0.9])
+    config = small_config()
+    config.update(epochs=6, patience=2)
+    trained = train_autoencoder(random_matrix(), config, seed=0, validate=lambda scorer: next(values))
+    assert trained.best_epoch == 2
+    assert trained.epochs_run == 4
+    assert trained.curves["validation"] == [0.1, 0.3, 0.2, 0.25]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"dropout": 1.0}, "dropout"), ({"latent": 0}, "latent"), ({"hidden": [0]}, "hidden"), ({"beta_max": -1}, "beta")],
+)
+def test_model_validates_its_arguments(change: dict, message: str) -> None:  # type: ignore[type-arg]
+    config = small_config()
+    config.update(change)
+    with pytest.raises(ValueError, match=message):
+        build_model(10, config)
+
+
+def test_model_config_round_trips() -> None:
+    model = build_model(10, small_config("dae"))
+    config = model.get_config()
+    assert config["variational"] is False and config["hidden"] == [32] and config["latent"] == 8
+    assert type(model).from_config(config).get_config() == config
+
+
+def test_scorer_from_model_exports_every_layer() -> None:
+    model = build_model(12, small_config("vae", [16, 8]))
+    model(np.zeros((1, 12), np.float32))
+    scorer = scorer_from_model(model, {})
+    assert [k.shape for k, _ in scorer.encoder] == [(12, 16), (16, 8), (8, 8)]
+    assert [k.shape for k, _ in scorer.decoder] == [(8, 8), (8, 16), (16, 12)]

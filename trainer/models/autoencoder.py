@@ -1,0 +1,291 @@
+"""Mult-VAE and Mult-DAE (Liang et al., WWW 2018): autoencoders over a user's interaction vector with a
+multinomial likelihood. The candidate model: a user's history in, a score for every item out.
+
+Keras 3 for training; the trained weights are exported as plain .npy arrays and scored with numpy
+(`AutoencoderScorer`), so the candidates service never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+NAME = "autoencoder"
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise in a CLI; errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def build_model(n_items: int, config: dict[str, Any]) -> Any:
+    """A MultVAE (variational) or MultDAE (denoising) Keras model for a catalogue of n_items indices."""
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="recsys")
+    class MultAutoencoder(keras.Model):
+        """Encoder: L2-normalised, dropout-corrupted interaction vector → tanh layers → latent (mean, log-variance
+        for the VAE). Decoder: latent → tanh layers → logits over the catalogue. Loss: multinomial negative
+        log-likelihood, plus beta * KL (annealed from 0 to beta_max) for the VAE, plus L2 on the weights."""
+
+        def __init__(
+            self,
+            n_items: int,
+            hidden: Sequence[int],
+            latent: int,
+            dropout: float,
+            variational: bool,
+            beta_max: float,
+            anneal_steps: int,
+            l2: float,
+            **kwargs: Any,
+        ) -> None:
+            super().__init__(**kwargs)
+            _check(n_items >= 2, f"n_items must be >= 2, got {n_items}")
+            _check(all(int(h) > 0 for h in hidden), f"hidden sizes must be positive, got {list(hidden)}")
+            _check(latent > 0, f"latent must be positive, got {latent}")
+            _check(0.0 <= dropout < 1.0, f"dropout must be in [0, 1), got {dropout}")
+            _check(beta_max >= 0.0, f"beta_max must be >= 0, got {beta_max}")
+            _check(anneal_steps > 0, f"anneal_steps must be > 0, got {anneal_steps}")
+            _check(l2 >= 0.0, f"l2 must be >= 0, got {l2}")
+            self.n_items, self.hidden, self.latent = int(n_items), [int(h) for h in hidden], int(latent)
+            self.dropout_rate, self.variational = float(dropout), bool(variational)
+            self.beta_max, self.anneal_steps, self.l2 = float(beta_max), int(anneal_steps), float(l2)
+            regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+            self.normalize = keras.layers.UnitNormalization()
+            self.corrupt = keras.layers.Dropout(dropout)
+            self.encoder = [
+                keras.layers.Dense(h, activation="tanh", kernel_regularizer=regularizer) for h in self.hidden
+            ]
+            self.mean = keras.layers.Dense(latent, kernel_regularizer=regularizer)
+            self.log_variance = keras.layers.Dense(latent) if variational else None
+            self.decoder = [
+                keras.layers.Dense(h, activation="tanh", kernel_regularizer=regularizer) for h in reversed(self.hidden)
+            ]
+            self.logits = keras.layers.Dense(n_items, kernel_regularizer=regularizer)
+            self.steps = keras.Variable(0.0, trainable=False, dtype="float32", name="steps")
+
+        def encode(self, x: Any, training: bool = False) -> tuple[Any, Any]:
+            h = self.corrupt(self.normalize(x), training=training)
+            for layer in self.encoder:
+                h = layer(h)
+            mean = self.mean(h)
+            log_variance = self.log_variance(h) if self.log_variance is not None else None
+            return mean, log_variance
+
+        def decode(self, z: Any) -> Any:
+            for layer in self.decoder:
+                z = layer(z)
+            return self.logits(z)
+
+        def call(self, x: Any, training: bool = False) -> Any:
+            mean, log_variance = self.encode(x, training=training)
+            z = mean
+            if training and log_variance is not None:
+                z = mean + tf.exp(0.5 * log_variance) * tf.random.normal(tf.shape(mean))
+            return self.decode(z)
+
+        def train_step(self, data: Any) -> dict[str, Any]:
+            x = data
+            with tf.GradientTape() as tape:
+                mean, log_variance = self.encode(x, training=True)
+                z = mean
+                kl = tf.constant(0.0)
+                if log_variance is not None:
+                    z = mean + tf.exp(0.5 * log_variance) * tf.random.normal(tf.shape(mean))
+                    kl = tf.reduce_mean(
+                        tf.reduce_sum(0.5 * (-log_variance + tf.exp(log_variance) + tf.square(mean) - 1.0), axis=-1)
+                    )
+                logits = self.decode(z)
+                nll = -tf.reduce_mean(tf.reduce_sum(tf.nn.log_softmax(logits) * x, axis=-1))
+                beta = tf.minimum(self.beta_max, self.beta_max * self.steps / float(self.anneal_steps))
+                regularization = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
+                loss = nll + beta * kl + regularization
+            gradients = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
+            self.steps.assign_add(1.0)
+            return {"loss": loss, "nll": nll, "kl": kl, "beta": beta}
+
+        def get_config(self) -> dict[str, Any]:
+            return {
+                "n_items": self.n_items,
+                "hidden": self.hidden,
+                "latent": self.latent,
+                "dropout": self.dropout_rate,
+                "variational": self.variational,
+                "beta_max": self.beta_max,
+                "anneal_steps": self.anneal_steps,
+                "l2": self.l2,
+            }
+
+    return MultAutoencoder(
+        n_items=n_items,
+        hidden=config["hidden"],
+        latent=config["latent"],
+        dropout=config["dropout"],
+        variational=config["variant"] == "vae",
+        beta_max=config["beta_max"],
+        anneal_steps=config["anneal_steps"],
+        l2=config["l2"],
+    )
+
+
+@dataclass
+class AutoencoderScorer:
+    """The trained network's inference path in numpy: history indices → logits over all item indices."""
+
+    encoder: list[tuple[np.ndarray, np.ndarray]]  # tanh layers, then the (linear) mean layer last
+    decoder: list[tuple[np.ndarray, np.ndarray]]  # tanh layers, then the (linear) logits layer last
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return int(self.decoder[-1][0].shape[1])
+
+    def user_state(self, history: np.ndarray) -> np.ndarray:
+        """The decoder's last hidden layer for a history of item indices: logits = state @ kernel + bias."""
+        known = np.unique(history[(history > 0) & (history < self.size)])
+        kernel, bias = self.encoder[0]
+        # The input is binary and L2-normalised, so x @ W is the sum of the history's rows over sqrt(n).
+        first = kernel[known].sum(axis=0) / math.sqrt(len(known)) if len(known) else np.zeros(kernel.shape[1])
+        h = first + bias
+        if len(self.encoder) > 1:  # tanh layers, then the linear mean layer
+            h = np.tanh(h)
+            for kernel, bias in self.encoder[1:-1]:
+                h = np.tanh(h @ kernel + bias)
+            kernel, bias = self.encoder[-1]
+            h = h @ kernel + bias
+        for kernel, bias in self.decoder[:-1]:
+            h = np.tanh(h @ kernel + bias)
+        return h.astype(np.float32)
+
+    def item_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """(kernel [state, n_items], bias [n_items]): logits = state @ kernel + bias."""
+        return self.decoder[-1]
+
+    def score(self, history: np.ndarray) -> np.ndarray:
+        kernel, bias = self.decoder[-1]
+        return (self.user_state(history) @ kernel + bias).astype(np.float32)
+
+    def save(self, directory: Path) -> None:
+        target = directory / NAME
+        target.mkdir(parents=True, exist_ok=True)
+        for part, layers in (("encoder", self.encoder), ("decoder", self.decoder)):
+            for i, (kernel, bias) in enumerate(layers):
+                np.save(target / f"{part}{i}.kernel.npy", kernel.astype(np.float32), allow_pickle=False)
+                np.save(target / f"{part}{i}.bias.npy", bias.astype(np.float32), allow_pickle=False)
+        meta = {**self.meta, "encoder_layers": len(self.encoder), "decoder_layers": len(self.decoder)}
+        (target / "autoencoder.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, directory: Path) -> AutoencoderScorer:
+        source = directory / NAME
+        meta = json.loads((source / "autoencoder.json").read_text())
+
+        def layers(part: str, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+            return [
+                (
+                    np.load(source / f"{part}{i}.kernel.npy", allow_pickle=False),
+                    np.load(source / f"{part}{i}.bias.npy", allow_pickle=False),
+                )
+                for i in range(count)
+            ]
+
+        return cls(layers("encoder", meta["encoder_layers"]), layers("decoder", meta["decoder_layers"]), meta)
+
+
+def scorer_from_model(model: Any, meta: dict[str, Any]) -> AutoencoderScorer:
+    def pair(layer: Any) -> tuple[np.ndarray, np.ndarray]:
+        kernel, bias = layer.get_weights()
+        return np.asarray(kernel, np.float32), np.asarray(bias, np.float32)
+
+    return AutoencoderScorer(
+        [*(pair(layer) for layer in model.encoder), pair(model.mean)],
+        [*(pair(layer) for layer in model.decoder), pair(model.logits)],
+        meta,
+    )
+
+
+class _Batches:
+    """Dense, shuffled batches of rows of a sparse user x item matrix (never the whole matrix dense)."""
+
+    def __init__(self, matrix: sp.csr_matrix, batch_size: int, seed: int) -> None:
+        import keras
+
+        class Batches(keras.utils.PyDataset):
+            def __init__(self) -> None:
+                super().__init__()
+                self.rng = np.random.default_rng(seed)
+                self.order = self.rng.permutation(matrix.shape[0])
+
+            def __len__(self) -> int:
+                return math.ceil(matrix.shape[0] / batch_size)
+
+            def __getitem__(self, index: int) -> np.ndarray:
+                rows = self.order[index * batch_size : (index + 1) * batch_size]
+                return matrix[rows].toarray().astype(np.float32)
+
+            def on_epoch_end(self) -> None:
+                self.order = self.rng.permutation(matrix.shape[0])
+
+        self.dataset = Batches()
+
+
+@dataclass
+class TrainedAutoencoder:
+    scorer: AutoencoderScorer
+    curves: dict[str, list[float]]
+    best_epoch: int
+    epochs_run: int
+
+
+def train_autoencoder(
+    matrix: sp.csr_matrix,
+    config: dict[str, Any],
+    seed: int,
+    validate: Callable[[AutoencoderScorer], float] | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainedAutoencoder:
+    """Train on a binary user x item matrix; with `validate` (higher is better), keep the best epoch's
+    weights and stop after `patience` epochs without improvement."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(matrix.shape[1], config)
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+    batches = _Batches(matrix, config["batch_size"], seed).dataset
+    curves: dict[str, list[float]] = {"loss": [], "nll": [], "kl": [], "validation": []}
+    best_value, best_epoch, best_weights, since_best = -math.inf, 0, None, 0
+    meta = {"variant": config["variant"], "hidden": config["hidden"], "latent": config["latent"]}
+    epoch = 0
+    for epoch in range(1, config["epochs"] + 1):
+        logs = model.fit(batches, epochs=1, verbose=0).history
+        for key in ("loss", "nll", "kl"):
+            curves[key].append(float(logs[key][-1]))
+        if validate is not None:
+            value = validate(scorer_from_model(model, meta))
+            curves["validation"].append(value)
+            if value > best_value:
+                best_value, best_epoch, best_weights, since_best = value, epoch, model.get_weights(), 0
+            else:
+                since_best += 1
+        if progress is not None:
+            progress(epoch, {k: v[-1] for k, v in curves.items() if v})
+        if validate is not None and since_best >= config["patience"]:
+            break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    else:
+        best_epoch = epoch
+    return TrainedAutoencoder(scorer_from_model(model, meta), curves, best_epoch, epoch)

@@ -1,0 +1,26 @@
+"""Charts for the training report (PNG, written with matplotlib's non-interactive backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def plot_curves(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
+    """One panel per metric (loss, nll, kl, validation), one line per run (validation run, final fit)."""
+    metrics = [m for m in ("loss", "nll", "kl", "validation") if any(run.get(m) for run in curves.values())]
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+    for axis, metric in zip(axes[0], metrics, strict=True):
+        for run, values in curves.items():
+            if values.get(metric):
+                axis.plot(range(1, len(values[metric]) + 1), values[metric], label=run)
+        axis.set_title("validation NDCG@100" if metric == "validation" else metric)
+        axis.set_xlabel("epoch")
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
