@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -145,3 +146,42 @@ def test_malformed_csv_trains_and_reports_what_was_rejected(demo_dir: Path, tmp_
     assert "bad_timestamp=2" in output and "missing_item_id=2" in output and "unparsable_row=2" in output
     report = json.loads((resolve_version(tmp_path / "artifacts") / "report.json").read_text())
     assert report["quality"][0]["rejected"] == {"bad_timestamp": 2, "missing_item_id": 2, "unparsable_row": 2}
+
+
+def test_evaluate_reports_stages_beside_baselines(demo_dir: Path, tmp_path: Path) -> None:
+    # A leave-last-out split in recbench's format: the latest interaction of each user is the test row.
+    interactions = pd.read_csv(demo_dir / "interactions.csv").sort_values(["user_id", "timestamp"], kind="stable")
+    last = interactions.groupby("user_id").tail(1)
+    split = tmp_path / "split"
+    split.mkdir()
+    interactions.drop(index=last.index).to_csv(split / "train.csv", index=False)
+    last[["user_id", "item_id", "timestamp"]].to_csv(split / "test.csv", index=False)
+    config = tmp_path / "small.toml"
+    config.write_text("[autoencoder]\nhidden = [32]\nlatent = 8\nepochs = 4\npatience = 2\n")
+    trained = invoke("train", "--interactions", split / "train.csv", "--out", tmp_path / "art", "--config", config)
+    assert trained.exit_code == 0, trained.output
+    result = invoke("evaluate", "--split", split, "--artifacts", tmp_path / "art", "--out", tmp_path / "eval.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["users"] == len(last)
+    for stage in ("candidates", "ranked", "popularity", "ease"):
+        assert {"HR@10", "NDCG@10", "HR@100", "HR@200"} <= set(report[stage]), stage
+        assert 0.0 <= report[stage]["NDCG@10"] <= report[stage]["HR@10"] <= report[stage]["HR@100"] <= 1.0
+    # Candidate and ranked lists hold the same 200 items, so their HR at the full depth agrees.
+    assert report["candidates"]["HR@200"] == report["ranked"]["HR@200"]
+    # Popularity here is recomputed by hand: the most popular unseen items of each user.
+    counts = interactions.drop(index=last.index)["item_id"].value_counts()
+    counts = counts.reset_index().sort_values(["count", "item_id"], ascending=[False, True]).set_index("item_id")
+    # (ties go to the smaller id, as the vocabulary is sorted by id)
+    seen = interactions.drop(index=last.index).groupby("user_id")["item_id"].apply(set)
+    hits = sum(
+        target in [i for i in counts.index if i not in seen[user]][:10]
+        for user, target in zip(last["user_id"], last["item_id"], strict=True)
+    )
+    assert report["popularity"]["HR@10"] == pytest.approx(hits / len(last))
+
+
+def test_evaluate_needs_a_split(tmp_path: Path) -> None:
+    result = invoke("evaluate", "--split", tmp_path, "--artifacts", tmp_path)
+    assert result.exit_code == 2
+    assert "recbench.py split" in text(result)

@@ -216,6 +216,30 @@ def up(
     raise typer.Exit(wait_for_signal(suite))
 
 
+@app.command()
+def evaluate(
+    split: Annotated[Path, typer.Option(help="A leave-last-out split (recbench split): train.csv and test.csv.")],
+    artifacts: Annotated[Path, typer.Option(help="Artefacts trained on that split's train.csv.")],
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON here.")] = None,
+    ease: Annotated[bool, typer.Option(help="Compute the EASE baseline (an n_items x n_items inverse).")] = True,
+) -> None:
+    """HR@k and NDCG@k of the candidate stage and the ranked list, beside popularity and EASE."""
+    from trainer.artifacts import ArtifactError
+    from trainer.evaluate import evaluate_split
+
+    for name in ("train.csv", "test.csv"):
+        if not (split / name).is_file():
+            _fail(f"{split / name}: no such file (make one with recbench.py split)")
+    try:
+        result = evaluate_split(split, artifacts, with_ease=ease)
+    except ArtifactError as error:
+        _fail(str(error))
+    text = json.dumps(result, indent=1)
+    print(text)
+    if out is not None:
+        out.write_text(text + "\n")
+
+
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option(help="Directory for interactions.csv, items.csv, users.csv.")],

@@ -1,0 +1,114 @@
+"""`recsys evaluate`: the project's own offline evaluation on a leave-last-out split (recbench's format).
+
+Scores the artefact's stages in-process with the same code the services run, beside popularity and EASE
+computed on the same split. Full ranking over every item the user has not interacted with in training.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trainer.artifacts import load_manifest, resolve_version
+from trainer.evaluation import hit_rate_ndcg
+from trainer.layout import MODELS_DIR, RANKING_FILE, WORKFLOW_DIR
+from trainer.models.candidates import candidate_scores, load_candidate_model
+from trainer.models.markov import Markov, blend
+from trainer.models.neighbours import top_n
+from trainer.models.popularity import load_popularity
+from trainer.workflow import Workflow
+
+EASE_LAMBDAS = (50.0, 200.0, 500.0, 1000.0, 3000.0)
+
+
+def metrics(lists: list[np.ndarray], targets: np.ndarray, depths: tuple[int, ...]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k in depths:
+        out.update(hit_rate_ndcg(lists, targets, k))
+    return out
+
+
+def ease_lists(
+    train: np.ndarray,
+    histories: list[np.ndarray],
+    rows: list[int],
+    n: int,
+    targets: np.ndarray,
+    depths: tuple[int, ...],
+) -> dict[str, Any]:
+    """EASE (Steck 2019) with lambda picked on the test users themselves, as recbench does: an optimistic
+    reference, which makes beating it harder, not easier."""
+    gram = train.T @ train
+    best: dict[str, Any] | None = None
+    for lam in EASE_LAMBDAS:
+        inverse = np.linalg.inv(gram + lam * np.eye(gram.shape[0], dtype=np.float32))
+        weights = inverse / (-np.diag(inverse))
+        np.fill_diagonal(weights, 0.0)
+        scores = train[rows] @ weights
+        lists = [top_n(np.concatenate([[0.0], s]), n, h) for s, h in zip(scores, histories, strict=True)]
+        result = {**metrics(lists, targets, depths), "lambda": lam}
+        if best is None or result["NDCG@10"] > best["NDCG@10"]:
+            best = result
+    assert best is not None
+    return best
+
+
+def evaluate_split(split: Path, artifacts: Path, with_ease: bool = True) -> dict[str, Any]:
+    started = time.perf_counter()
+    version_dir = resolve_version(artifacts)
+    manifest = load_manifest(version_dir)
+    config = manifest["config"]
+    workflow = Workflow.load(version_dir / WORKFLOW_DIR)
+    models_dir = version_dir / MODELS_DIR
+    popularity = load_popularity(models_dir)
+    model = load_candidate_model(models_dir, config)
+    markov = Markov.load(models_dir, config["markov"]["order"], config["markov"]["recency_decay"])
+    markov_weight = float(json.loads((models_dir / RANKING_FILE).read_text())["markov_weight"])
+    n = int(config["serving"]["candidates"])
+    depths = tuple(sorted({10, 100, n}))
+    shrinkage = float(config["candidates"]["popularity_shrinkage"])
+
+    train = pd.read_csv(split / "train.csv", dtype={"user_id": str, "item_id": str})
+    test = pd.read_csv(split / "test.csv", dtype={"user_id": str, "item_id": str})
+    train = train.reset_index().sort_values(["user_id", "timestamp", "index"], kind="stable")
+    grouped = {u: g["item_id"].to_numpy() for u, g in train.groupby("user_id", sort=False)}
+    targets = workflow.items.encode(test["item_id"].to_numpy())
+    histories = [workflow.items.encode(grouped.get(u, np.array([], dtype=object))) for u in test["user_id"]]
+
+    candidate_lists, ranked_lists, popular_lists = [], [], []
+    for seen in histories:
+        recent = seen[-workflow.max_history :]
+        scores = candidate_scores(model, recent, seen, popularity, shrinkage)
+        best = top_n(scores, n, seen)
+        candidate_lists.append(best)
+        order = np.argsort(-blend(scores[best], markov.score(recent, best), markov_weight), kind="stable")
+        ranked_lists.append(best[order])
+        popular_lists.append(top_n(popularity, n, seen))
+
+    result: dict[str, Any] = {
+        "split": str(split),
+        "artifact_version": manifest["version"],
+        "users": len(test),
+        "targets_unknown_to_the_model": int(np.count_nonzero(targets == 0)),
+        "candidates": {"model": model.name, "n": n, **metrics(candidate_lists, targets, depths)},
+        "ranked": {
+            "model": f"{model.name} + markov blend (weight {markov_weight})",
+            **metrics(ranked_lists, targets, depths),
+        },
+        "popularity": metrics(popular_lists, targets, depths),
+    }
+    if with_ease:
+        n_items = workflow.items.size
+        matrix = np.zeros((workflow.users.size, n_items - 1), dtype=np.float32)
+        encoded = workflow.encode_interactions(train.assign(timestamp=train["timestamp"].astype(np.int64)))
+        known = encoded[(encoded["user_index"] > 0) & (encoded["item_index"] > 0)]
+        matrix[known["user_index"].to_numpy(), known["item_index"].to_numpy() - 1] = 1.0
+        rows = workflow.users.encode(test["user_id"].to_numpy()).tolist()
+        result["ease"] = ease_lists(matrix, histories, rows, n, targets, depths)
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    return result
