@@ -495,3 +495,9 @@ def test_popularity_ranking_top_excludes_ids() -> None:
     assert ranking.top(2, []) == [("c", 3.0), ("a", 2.0)]
     assert ranking.top(2, ["c", "unknown"]) == [("a", 2.0), ("b", 1.0)]
     assert ranking.top(10, ["a"]) == [("c", 3.0), ("b", 1.0), ("d", 0.5)]
+
+
+def test_top_n_breaks_ties_by_index_even_at_the_cut_off() -> None:
+    scores = np.array([0.0, 1.0, 5.0, 1.0, 5.0, 1.0, 1.0], dtype=np.float32)
+    assert top_n(scores, 4, NONE).tolist() == [2, 4, 1, 3]
+    assert top_n(scores[::-1].copy(), 3, NONE).tolist() == [2, 4, 1]

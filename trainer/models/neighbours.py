@@ -67,7 +67,9 @@ def recency_weights(length: int, decay: float) -> np.ndarray:
 
 
 def top_n(scores: np.ndarray, n: int, exclude: np.ndarray) -> np.ndarray:
-    """Indices of the n best scores, best first, never an excluded index nor the OOV index 0."""
+    """Indices of the n best scores, best first, never an excluded index nor the OOV index 0.
+
+    Ties go to the smaller index, including at the cut-off, so the same scores always give the same list."""
     scores = scores.astype(np.float64, copy=True)
     scores[0] = -np.inf
     scores[exclude[(exclude >= 0) & (exclude < len(scores))]] = -np.inf
@@ -75,5 +77,8 @@ def top_n(scores: np.ndarray, n: int, exclude: np.ndarray) -> np.ndarray:
     n = min(n, available)
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
-    best = np.argpartition(-scores, n - 1)[:n]
-    return best[np.argsort(-scores[best], kind="stable")]
+    threshold = -np.partition(-scores, n - 1)[n - 1]
+    above = np.flatnonzero(scores > threshold)
+    tied = np.flatnonzero(scores == threshold)[: n - len(above)]
+    best = np.concatenate([above, tied])
+    return best[np.lexsort((best, -scores[best]))]
