@@ -326,7 +326,8 @@ def trained_autoencoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Train
     base = tmp_path_factory.mktemp("autoencoder")
     paths = generate(n_users=300, n_items=120, mean_history=15).write(base / "data")
     override = base / "config.toml"
-    override.write_text("[autoencoder]\nhidden = [64]\nlatent = 16\nepochs = 12\npatience = 3\nbatch_size = 64\n")
+    override.write_text("[autoencoder]\nhidden = [64]\nlatent = 16\nepochs = 12\npatience = 3\nbatch_size = 64\n"
+        "[candidates]\nann_min_items = 1\n")
     steps: list[str] = []
     result = train(
         load_csvs(paths["interactions"], paths["items"], paths["users"]),
@@ -346,6 +347,7 @@ def test_autoencoder_version_has_weights_curves_and_early_stopping(
         f"{MODELS_DIR}/autoencoder/autoencoder.json",
         f"{MODELS_DIR}/autoencoder/decoder0.kernel.npy",
         "training_curves.png",
+        f"{MODELS_DIR}/autoencoder/items.faiss",
     } <= files
     assert not any("item_knn" in name for name in files)
     report = result.report

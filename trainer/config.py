@@ -71,6 +71,8 @@ def _check_ranges(config: dict[str, Any]) -> None:
         (config["item_knn"]["neighbours"] >= 1, "item_knn.neighbours must be >= 1"),
         (config["candidates"]["model"] in CANDIDATE_MODELS, f"candidates.model must be one of {CANDIDATE_MODELS}"),
         (config["candidates"]["popularity_shrinkage"] >= 0, "candidates.popularity_shrinkage must be >= 0"),
+        (config["candidates"]["ann_min_items"] >= 1, "candidates.ann_min_items must be >= 1"),
+        (config["candidates"]["ann_nprobe"] >= 1, "candidates.ann_nprobe must be >= 1"),
         (config["autoencoder"]["variant"] in ("vae", "dae"), "autoencoder.variant must be vae or dae"),
         (
             len(config["autoencoder"]["hidden"]) >= 1 and min(config["autoencoder"]["hidden"]) >= 1,

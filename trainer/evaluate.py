@@ -17,7 +17,7 @@ import pandas as pd
 from trainer.artifacts import load_manifest, resolve_version
 from trainer.evaluation import hit_rate_ndcg
 from trainer.layout import MODELS_DIR, RANKING_FILE, WORKFLOW_DIR
-from trainer.models.candidates import candidate_scores, load_candidate_model
+from trainer.models.candidates import load_candidate_scorer
 from trainer.models.markov import Markov, blend
 from trainer.models.neighbours import top_n
 from trainer.models.popularity import load_popularity
@@ -66,12 +66,11 @@ def evaluate_split(split: Path, artifacts: Path, with_ease: bool = True) -> dict
     workflow = Workflow.load(version_dir / WORKFLOW_DIR)
     models_dir = version_dir / MODELS_DIR
     popularity = load_popularity(models_dir)
-    model = load_candidate_model(models_dir, config)
+    scorer = load_candidate_scorer(models_dir, config, popularity)
     markov = Markov.load(models_dir, config["markov"]["order"], config["markov"]["recency_decay"])
     markov_weight = float(json.loads((models_dir / RANKING_FILE).read_text())["markov_weight"])
     n = int(config["serving"]["candidates"])
     depths = tuple(sorted({10, 100, n}))
-    shrinkage = float(config["candidates"]["popularity_shrinkage"])
 
     train = pd.read_csv(split / "train.csv", dtype={"user_id": str, "item_id": str})
     test = pd.read_csv(split / "test.csv", dtype={"user_id": str, "item_id": str})
@@ -83,10 +82,9 @@ def evaluate_split(split: Path, artifacts: Path, with_ease: bool = True) -> dict
     candidate_lists, ranked_lists, popular_lists = [], [], []
     for seen in histories:
         recent = seen[-workflow.max_history :]
-        scores = candidate_scores(model, recent, seen, popularity, shrinkage)
-        best = top_n(scores, n, seen)
+        best, scores = scorer.top(recent, seen, n)
         candidate_lists.append(best)
-        order = np.argsort(-blend(scores[best], markov.score(recent, best), markov_weight), kind="stable")
+        order = np.argsort(-blend(scores, markov.score(recent, best), markov_weight), kind="stable")
         ranked_lists.append(best[order])
         popular_lists.append(top_n(popularity, n, seen))
 
@@ -95,9 +93,14 @@ def evaluate_split(split: Path, artifacts: Path, with_ease: bool = True) -> dict
         "artifact_version": manifest["version"],
         "users": len(test),
         "targets_unknown_to_the_model": int(np.count_nonzero(targets == 0)),
-        "candidates": {"model": model.name, "n": n, **metrics(candidate_lists, targets, depths)},
+        "candidates": {
+            "model": scorer.model.name,
+            "approximate_index": scorer.index is not None,
+            "n": n,
+            **metrics(candidate_lists, targets, depths),
+        },
         "ranked": {
-            "model": f"{model.name} + markov blend (weight {markov_weight})",
+            "model": f"{scorer.model.name} + markov blend (weight {markov_weight})",
             **metrics(ranked_lists, targets, depths),
         },
         "popularity": metrics(popular_lists, targets, depths),

@@ -29,7 +29,14 @@ from trainer.layout import (
     WORKFLOW_DIR,
 )
 from trainer.models.autoencoder import TrainedAutoencoder, train_autoencoder
-from trainer.models.candidates import AutoencoderCandidates, CandidateModel, ItemKNNCandidates, candidate_scores
+from trainer.models.candidates import (
+    AutoencoderCandidates,
+    CandidateModel,
+    CandidateScorer,
+    ItemKNNCandidates,
+    item_vectors,
+)
+from trainer.models.item_index import ItemIndex
 from trainer.models.item_knn import ItemKNN
 from trainer.models.markov import Markov, blend
 from trainer.models.neighbours import top_n
@@ -155,13 +162,8 @@ def validate(
     )
 
     def candidate_lists(model: CandidateModel) -> list[tuple[np.ndarray, np.ndarray]]:
-        lists = []
-        for user in users:
-            seen = histories[user]
-            scores = candidate_scores(model, seen[-max_history:], seen, validation_popularity, shrinkage)
-            best = top_n(scores, n_candidates, seen)
-            lists.append((best, scores[best]))
-        return lists
+        scorer = CandidateScorer(model, validation_popularity, shrinkage)
+        return [scorer.top(histories[u][-max_history:], histories[u], n_candidates) for u in users]
 
     def validation_ndcg(model: CandidateModel) -> float:
         return hit_rate_ndcg([c for c, _ in candidate_lists(model)], targets, 100)["NDCG@100"]
@@ -258,6 +260,12 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         models_dir.mkdir()
         save_popularity(models_dir, models.popularity)
         models.candidates.save(models_dir)
+        if (
+            isinstance(models.candidates, AutoencoderCandidates)
+            and workflow.items.size >= config["candidates"]["ann_min_items"]
+        ):
+            index = ItemIndex.build(item_vectors(models.candidates.scorer), config["candidates"]["ann_nprobe"])
+            index.save(models_dir / "autoencoder")
         models.markov.save(models_dir)
         (models_dir / RANKING_FILE).write_text(json.dumps({"markov_weight": validation.markov_weight}))
         curves = {"validation": validation.curves, "final": models.autoencoder.curves if models.autoencoder else {}}

@@ -13,8 +13,7 @@ import numpy as np
 from services.common.errors import Violations
 from services.common.validation import MAX_K
 from trainer.layout import MODELS_DIR, WORKFLOW_DIR
-from trainer.models.candidates import candidate_scores, load_candidate_model
-from trainer.models.neighbours import top_n
+from trainer.models.candidates import load_candidate_scorer
 from trainer.models.popularity import PopularityRanking, load_popularity
 from trainer.workflow import Workflow
 
@@ -32,8 +31,7 @@ class CandidateCore:
         self.version = version
         self.workflow = Workflow.load(version_dir / WORKFLOW_DIR)
         self.popularity = load_popularity(version_dir / MODELS_DIR)
-        self.model = load_candidate_model(version_dir / MODELS_DIR, config)
-        self.shrinkage = float(config["candidates"]["popularity_shrinkage"])
+        self.scorer = load_candidate_scorer(version_dir / MODELS_DIR, config, self.popularity)
         self._item_ids = self.workflow.items.ids.to_numpy()
         self.popular_ranking = PopularityRanking(self._item_ids, self.popularity, self.workflow.items.encode)
 
@@ -49,13 +47,10 @@ class CandidateCore:
         """Top-n best first, never a seen or excluded item; with the name of the model that chose them."""
         self._check_n(n)
         seen_indices = self.workflow.items.encode(list(seen)) if seen else np.zeros(0, np.int32)
-        scores = candidate_scores(self.model, recent[recent > 0], seen_indices, self.popularity, self.shrinkage)
-        excluded = (
-            np.concatenate([seen_indices, self.workflow.items.encode(list(exclude))]) if exclude else seen_indices
-        )
-        best = top_n(scores, n, excluded)
-        model = self.model.name if np.any(seen_indices > 0) else POPULARITY_NAME
-        return [Candidate(str(self._item_ids[i - 1]), float(scores[i])) for i in best], model
+        excluded = self.workflow.items.encode(list(exclude)) if exclude else None
+        best, scores = self.scorer.top(recent[recent > 0], seen_indices, n, excluded)
+        model = self.scorer.model.name if np.any(seen_indices > 0) else POPULARITY_NAME
+        return [Candidate(str(self._item_ids[i - 1]), float(s)) for i, s in zip(best, scores, strict=True)], model
 
     def popular(self, exclude: Sequence[str], n: int) -> list[Candidate]:
         self._check_n(n)

@@ -13,10 +13,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from trainer.models.autoencoder import AutoencoderScorer
+from trainer.models.item_index import ItemIndex
 from trainer.models.item_knn import ItemKNN
+from trainer.models.neighbours import top_n
 
 # Popularity orders what no model score separates, without moving real scores.
 TIE_BREAK = 1e-9
+# Items sampled to estimate the softmax normaliser outside the approximate index's pool.
+NORMALISER_SAMPLE = 4096
 
 
 class CandidateModel(Protocol):
@@ -81,3 +85,69 @@ def candidate_scores(
     if not model_scores.any():
         alpha = 0.0
     return (alpha * model_scores + (1.0 - alpha) * popular + TIE_BREAK * popular).astype(np.float64)
+
+
+@dataclass
+class CandidateScorer:
+    """The candidate stage: top-n of the blended scores, exactly (dense over the catalogue) or, with an item
+    index, approximately: the index's top items by the autoencoder's logits plus the most popular items form
+    a pool, which is scored exactly, with the softmax normalised over the pool."""
+
+    model: CandidateModel
+    popularity: np.ndarray
+    shrinkage: float
+    index: ItemIndex | None = None
+
+    def __post_init__(self) -> None:
+        self.popular_probabilities = _normalised(self.popularity.astype(np.float64))
+        # Most popular first; ties by index, as in top_n.
+        self.popular_order = np.lexsort((np.arange(len(self.popularity)), -self.popularity))
+        sample_size = min(NORMALISER_SAMPLE, len(self.popularity) - 1)
+        self._normaliser_sample = 1 + np.random.default_rng(0).choice(
+            len(self.popularity) - 1, sample_size, replace=False
+        )
+
+    def top(
+        self, recent: np.ndarray, seen: np.ndarray, n: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices, scores) best first; never index 0, a seen or an excluded item."""
+        excluded = seen if exclude is None else np.concatenate([seen, exclude])
+        if self.index is None or not isinstance(self.model, AutoencoderCandidates) or not np.any(seen > 0):
+            scores = candidate_scores(self.model, recent, seen, self.popularity, self.shrinkage)
+            best = top_n(scores, n, excluded)
+            return best, scores[best]
+        scorer = self.model.scorer
+        state = scorer.user_state(seen)
+        reach = n + len(excluded) + 1
+        found, _ = self.index.search(np.append(state, 1.0), reach)
+        pool = np.unique(np.concatenate([found, self.popular_order[:reach]]))
+        pool = pool[(pool > 0) & ~np.isin(pool, excluded)]
+        kernel, bias = scorer.item_matrix()
+        logits = state @ kernel[:, pool] + bias[pool]
+        shift = logits.max()
+        pooled = np.exp(logits - shift)
+        # The softmax normaliser also counts the items outside the pool: estimated from a fixed random sample.
+        outside = self._normaliser_sample[~np.isin(self._normaliser_sample, pool)]
+        rest = 0.0
+        if len(outside):
+            sampled = np.exp(state @ kernel[:, outside] + bias[outside] - shift)
+            rest = float(sampled.mean()) * max(len(self.popularity) - 1 - len(pool), 0)
+        model_probabilities = pooled / (pooled.sum() + rest)
+        known = int(np.count_nonzero(np.unique(seen[seen > 0])))
+        alpha = known / (known + self.shrinkage) if known + self.shrinkage > 0 else 1.0
+        popular = self.popular_probabilities[pool]
+        scores = alpha * model_probabilities + (1.0 - alpha) * popular + TIE_BREAK * popular
+        order = np.lexsort((pool, -scores))[:n]
+        return pool[order], scores[order]
+
+
+def item_vectors(scorer: AutoencoderScorer) -> np.ndarray:
+    """Item j's vector [W[:, j], b[j]]: its inner product with [state, 1] is item j's logit."""
+    kernel, bias = scorer.item_matrix()
+    return np.hstack([kernel.T, bias[:, None]]).astype(np.float32)
+
+
+def load_candidate_scorer(models_dir: Path, config: dict[str, Any], popularity: np.ndarray) -> CandidateScorer:
+    model = load_candidate_model(models_dir, config)
+    index = ItemIndex.load(models_dir / "autoencoder") if isinstance(model, AutoencoderCandidates) else None
+    return CandidateScorer(model, popularity, float(config["candidates"]["popularity_shrinkage"]), index)
