@@ -326,8 +326,10 @@ def trained_autoencoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Train
     base = tmp_path_factory.mktemp("autoencoder")
     paths = generate(n_users=300, n_items=120, mean_history=15).write(base / "data")
     override = base / "config.toml"
-    override.write_text("[autoencoder]\nhidden = [64]\nlatent = 16\nepochs = 12\npatience = 3\nbatch_size = 64\n"
-        "[candidates]\nann_min_items = 1\n")
+    override.write_text(
+        "[autoencoder]\nhidden = [64]\nlatent = 16\nepochs = 12\npatience = 3\nbatch_size = 64\n"
+        "[candidates]\nann_min_items = 1\n"
+    )
     steps: list[str] = []
     result = train(
         load_csvs(paths["interactions"], paths["items"], paths["users"]),
