@@ -102,6 +102,10 @@ class CandidateScorer:
         self.popular_probabilities = _normalised(self.popularity.astype(np.float64))
         # Most popular first; ties by index, as in top_n.
         self.popular_order = np.lexsort((np.arange(len(self.popularity)), -self.popularity))
+        # Item rows [W[:, j], b[j]] contiguous, so gathering a pool of items is cheap.
+        self._item_rows = np.zeros((0, 0), np.float32)
+        if self.index is not None and isinstance(self.model, AutoencoderCandidates):
+            self._item_rows = item_vectors(self.model.scorer)
         sample_size = min(NORMALISER_SAMPLE, len(self.popularity) - 1)
         self._normaliser_sample = 1 + np.random.default_rng(0).choice(
             len(self.popularity) - 1, sample_size, replace=False
@@ -122,15 +126,15 @@ class CandidateScorer:
         found, _ = self.index.search(np.append(state, 1.0), reach)
         pool = np.unique(np.concatenate([found, self.popular_order[:reach]]))
         pool = pool[(pool > 0) & ~np.isin(pool, excluded)]
-        kernel, bias = scorer.item_matrix()
-        logits = state @ kernel[:, pool] + bias[pool]
+        query = np.append(state, 1.0).astype(np.float32)
+        logits = self._item_rows[pool] @ query
         shift = logits.max()
         pooled = np.exp(logits - shift)
         # The softmax normaliser also counts the items outside the pool: estimated from a fixed random sample.
-        outside = self._normaliser_sample[~np.isin(self._normaliser_sample, pool)]
+        outside = self._normaliser_sample[~np.isin(self._normaliser_sample, pool, assume_unique=True)]
         rest = 0.0
         if len(outside):
-            sampled = np.exp(state @ kernel[:, outside] + bias[outside] - shift)
+            sampled = np.exp(self._item_rows[outside] @ query - shift)
             rest = float(sampled.mean()) * max(len(self.popularity) - 1 - len(pool), 0)
         model_probabilities = pooled / (pooled.sum() + rest)
         known = int(np.count_nonzero(np.unique(seen[seen > 0])))
