@@ -35,6 +35,7 @@ from trainer.layout import (
     REPORT_MD,
     WORKFLOW_DIR,
 )
+from trainer.models.candidates import AutoencoderCandidates, load_candidate_model
 from trainer.pipeline import TrainResult, train
 from trainer.workflow import Workflow
 
@@ -325,6 +326,10 @@ def test_train_rejects_empty_interactions(tmp_path: Path) -> None:
 def trained_autoencoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, list[str]]:
     base = tmp_path_factory.mktemp("autoencoder")
     paths = generate(n_users=300, n_items=120, mean_history=15).write(base / "data")
+    # Five catalogue items nobody has interacted with yet: cold items.
+    items = pd.read_csv(paths["items"], dtype=str)
+    cold = items.head(5).assign(item_id=[f"new-{n}" for n in range(5)])
+    pd.concat([items, cold]).to_csv(paths["items"], index=False)
     override = base / "config.toml"
     override.write_text(
         "[autoencoder]\nhidden = [64]\nlatent = 16\nepochs = 12\npatience = 3\nbatch_size = 64\n"
@@ -350,7 +355,18 @@ def test_autoencoder_version_has_weights_curves_and_early_stopping(
         f"{MODELS_DIR}/autoencoder/decoder0.kernel.npy",
         "training_curves.png",
         f"{MODELS_DIR}/autoencoder/items.faiss",
+        f"{MODELS_DIR}/item_codes.npy",
     } <= files
+    assert result.report["item_autoencoder"]["features"] > 0
+    assert result.report["item_autoencoder"]["cold_items"] == 5
+    model = load_candidate_model(result.version_dir / MODELS_DIR, load_manifest(result.version_dir)["config"])
+    assert isinstance(model, AutoencoderCandidates) and model.transfer is not None
+    workflow = Workflow.load(result.version_dir / "workflow")
+    cold = workflow.items.encode([f"new-{n}" for n in range(5)])
+    assert sorted(model.transfer.cold.tolist()) == sorted(cold.tolist())
+    history = workflow.items.encode(["i00001", "i00002", "i00003"])
+    probabilities = model.probabilities(history, history)
+    assert np.all(probabilities[cold] > 0), "cold items are recommendable without retraining"
     assert not any("item_knn" in name for name in files)
     report = result.report
     assert report["models"]["candidates"] == "autoencoder"

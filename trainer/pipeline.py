@@ -36,6 +36,13 @@ from trainer.models.candidates import (
     ItemKNNCandidates,
     item_vectors,
 )
+from trainer.models.item_autoencoder import (
+    CODES_FILE,
+    ColdItemTransfer,
+    cold_neighbours,
+    item_features,
+    train_item_codes,
+)
 from trainer.models.item_index import ItemIndex
 from trainer.models.item_knn import ItemKNN
 from trainer.models.markov import Markov, blend
@@ -198,6 +205,28 @@ def validate(
     )
 
 
+def fit_cold_items(
+    dataset: Dataset, workflow: Workflow, config: dict[str, Any], models: FittedModels
+) -> dict[str, Any]:
+    """Content codes for every item and, for items without interactions, the warm items they borrow from.
+
+    Sets the transfer on the autoencoder candidates; returns the report entry (with the codes), or {}."""
+    options = config["item_autoencoder"]
+    if not options["enabled"] or dataset.items is None or not isinstance(models.candidates, AutoencoderCandidates):
+        return {}
+    features = item_features(workflow.item_attributes, dataset.items, workflow.items.ids)
+    if features.shape[1] == 0:
+        return {}
+    codes, losses = train_item_codes(features, options, config["seed"])
+    warm = models.popularity > 0
+    cold = np.flatnonzero(~warm)
+    cold = cold[cold > 0]
+    models.candidates.transfer = ColdItemTransfer(
+        cold_neighbours(codes, warm, options["neighbours"]), cold, options["content_weight"]
+    )
+    return {"codes": codes, "features": int(features.shape[1]), "cold_items": len(cold), "loss": losses}
+
+
 def previous_workflow(out_root: Path) -> Workflow | None:
     """The workflow of the version `current` points at, so ids that persist keep their indices."""
     try:
@@ -259,7 +288,10 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         models_dir = staging / MODELS_DIR
         models_dir.mkdir()
         save_popularity(models_dir, models.popularity)
+        cold_items = fit_cold_items(dataset, workflow, config, models)
         models.candidates.save(models_dir)
+        if cold_items:
+            np.save(models_dir / CODES_FILE, cold_items.pop("codes"), allow_pickle=False)
         if (
             isinstance(models.candidates, AutoencoderCandidates)
             and workflow.items.size >= config["candidates"]["ann_min_items"]
@@ -287,6 +319,7 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
             "validation": validation.metrics,
             "autoencoder": {"best_epoch": validation.best_epoch, "curves": curves} if models.autoencoder else None,
             "timings_s": timings,
+            "item_autoencoder": cold_items or None,
             "models": {"candidates": models.candidates.name, "ranking": "markov blend", "synthetic": None},
         }
         (staging / REPORT_JSON).write_text(json.dumps(report, indent=1, sort_keys=True))

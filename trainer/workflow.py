@@ -37,11 +37,14 @@ class Vocabulary:
     ids: pd.Index
 
     @classmethod
-    def fit(cls, values: pd.Series, min_count: int, previous: Vocabulary | None = None) -> Vocabulary:
-        """Ids seen at least min_count times, sorted. Given the previous version's vocabulary, every id
-        it had keeps its index and new ids are appended, so indices are stable across retrains."""
+    def fit(
+        cls, values: pd.Series, min_count: int, previous: Vocabulary | None = None, always: Sequence[str] = ()
+    ) -> Vocabulary:
+        """Ids seen at least min_count times, plus `always` (catalogue items without interactions), sorted.
+        Given the previous version's vocabulary, every id it had keeps its index and new ids are appended,
+        so indices are stable across retrains."""
         counts = values.value_counts(sort=False)
-        kept = sorted(counts[counts >= min_count].index.astype(str))
+        kept = sorted(set(counts[counts >= min_count].index.astype(str)) | {str(v) for v in always})
         if previous is None:
             return cls(pd.Index(kept, dtype=object))
         new = [v for v in kept if v not in previous.ids]
@@ -93,7 +96,12 @@ class Workflow:
         kinds = options.get("attribute_kinds", {})
         return cls(
             users=Vocabulary.fit(interactions["user_id"], min_user_count, previous.users if previous else None),
-            items=Vocabulary.fit(interactions["item_id"], min_item_count, previous.items if previous else None),
+            items=Vocabulary.fit(
+                interactions["item_id"],
+                min_item_count,
+                previous.items if previous else None,
+                always=[str(v) for v in items["item_id"]] if items is not None else (),
+            ),
             max_history=max_history,
             user_attributes=AttributeEncoder.fit(users, "user_id", kinds, options),
             item_attributes=AttributeEncoder.fit(items, "item_id", kinds, options),

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from trainer.models.autoencoder import AutoencoderScorer
+from trainer.models.item_autoencoder import ColdItemTransfer
 from trainer.models.item_index import ItemIndex
 from trainer.models.item_knn import ItemKNN
 from trainer.models.neighbours import top_n
@@ -42,17 +43,23 @@ def _normalised(scores: np.ndarray) -> np.ndarray:
 @dataclass
 class AutoencoderCandidates:
     scorer: AutoencoderScorer
+    transfer: ColdItemTransfer | None = None
     name: str = "autoencoder"
 
     def save(self, models_dir: Path) -> None:
         self.scorer.save(models_dir)
+        if self.transfer is not None:
+            self.transfer.save(models_dir)
 
     def probabilities(self, recent: np.ndarray, seen: np.ndarray) -> np.ndarray:
         if not np.any(seen > 0):
             return np.zeros(self.scorer.size, dtype=np.float64)
         logits = self.scorer.score(seen).astype(np.float64)
         logits -= logits.max()
-        return _normalised(np.exp(logits))
+        probabilities = _normalised(np.exp(logits))
+        if self.transfer is not None:
+            probabilities = _normalised(self.transfer.apply(probabilities))
+        return probabilities
 
 
 @dataclass
@@ -70,7 +77,7 @@ class ItemKNNCandidates:
 def load_candidate_model(models_dir: Path, config: dict[str, Any]) -> CandidateModel:
     name = config["candidates"]["model"]
     if name == "autoencoder":
-        return AutoencoderCandidates(AutoencoderScorer.load(models_dir))
+        return AutoencoderCandidates(AutoencoderScorer.load(models_dir), ColdItemTransfer.load(models_dir))
     return ItemKNNCandidates(ItemKNN.load(models_dir, config["item_knn"]["recency_decay"]))
 
 
@@ -124,7 +131,9 @@ class CandidateScorer:
         state = scorer.user_state(seen)
         reach = n + len(excluded) + 1
         found, _ = self.index.search(np.append(state, 1.0), reach)
-        pool = np.unique(np.concatenate([found, self.popular_order[:reach]]))
+        transfer = self.model.transfer
+        cold = transfer.cold if transfer is not None else np.zeros(0, np.int64)
+        pool = np.unique(np.concatenate([found, self.popular_order[:reach], cold]))
         pool = pool[(pool > 0) & ~np.isin(pool, excluded)]
         query = np.append(state, 1.0).astype(np.float32)
         logits = self._item_rows[pool] @ query
@@ -136,7 +145,17 @@ class CandidateScorer:
         if len(outside):
             sampled = np.exp(self._item_rows[outside] @ query - shift)
             rest = float(sampled.mean()) * max(len(self.popularity) - 1 - len(pool), 0)
-        model_probabilities = pooled / (pooled.sum() + rest)
+        normaliser = pooled.sum() + rest
+        model_probabilities = pooled / normaliser
+        if transfer is not None and len(cold):
+            is_cold = np.isin(pool, cold)
+            neighbours = transfer.neighbours.indices[pool[is_cold]]
+            weights = transfer.neighbours.values[pool[is_cold]]
+            borrowed = np.exp(self._item_rows[neighbours] @ query - shift) / normaliser
+            total = weights.sum(axis=1)
+            model_probabilities[is_cold] = transfer.content_weight * np.where(
+                total > 0, (weights * borrowed).sum(axis=1) / np.where(total > 0, total, 1.0), 0.0
+            )
         known = int(np.count_nonzero(np.unique(seen[seen > 0])))
         alpha = known / (known + self.shrinkage) if known + self.shrinkage > 0 else 1.0
         popular = self.popular_probabilities[pool]

@@ -1,0 +1,120 @@
+"""An autoencoder over item attributes whose code is a content embedding, and the transfer it enables: an item
+with attributes but no interactions (a cold item) borrows the candidate model's score of its nearest warm
+items in that content space.
+
+Keras 3 for training; the codes and the cold items' neighbour lists are plain .npy arrays at serving time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trainer.attributes import TEXT_PAD, AttributeEncoder
+from trainer.models.neighbours import TopNeighbours
+
+NAME = "cold_items"
+CODES_FILE = "item_codes.npy"
+
+
+def item_features(encoder: AttributeEncoder, items: pd.DataFrame | None, item_ids: pd.Index) -> np.ndarray:
+    """One dense row per item index (row 0, the OOV bucket, is zeros): categorical one-hot, numeric, multi-hot
+    and a bag of text tokens, all from the fitted workflow's encoders."""
+    frame = pd.DataFrame({"item_id": item_ids.astype(str)})
+    if items is not None:
+        frame = frame.merge(items.astype(str), on="item_id", how="left").fillna("")
+    encoded = encoder.encode_frame(frame)
+    blocks: list[np.ndarray] = []
+    categorical = [c for c in encoder.columns if c.kind == "categorical"]
+    for position, column in enumerate(categorical):
+        one_hot = np.zeros((len(frame), len(column.vocabulary) + 1), np.float32)
+        one_hot[np.arange(len(frame)), encoded.categorical[:, position]] = 1.0
+        blocks.append(one_hot[:, 1:])  # index 0 (missing/unknown) carries no content
+    blocks += [encoded.numeric.astype(np.float32), encoded.multi_hot.astype(np.float32)]
+    offset = 0
+    for column in (c for c in encoder.columns if c.kind == "text"):
+        tokens = encoded.tokens[:, offset : offset + column.max_tokens]
+        offset += column.max_tokens
+        bag = np.zeros((len(frame), len(column.vocabulary) + 2), np.float32)
+        rows = np.repeat(np.arange(len(frame)), tokens.shape[1])
+        np.add.at(bag, (rows, tokens.ravel()), 1.0)
+        blocks.append(bag[:, TEXT_PAD + 1 :])
+    features = np.hstack(blocks) if blocks else np.zeros((len(frame), 0), np.float32)
+    return np.vstack([np.zeros((1, features.shape[1]), np.float32), features])
+
+
+def train_item_codes(features: np.ndarray, config: dict[str, Any], seed: int) -> tuple[np.ndarray, list[float]]:
+    """Fit the autoencoder (features -> hidden -> code -> hidden -> features, MSE); return every item's code
+    and the loss per epoch."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((features.shape[1],))
+    hidden = keras.layers.Dense(config["hidden"], activation="relu")(inputs)
+    code = keras.layers.Dense(config["code"], name="code")(hidden)
+    decoded = keras.layers.Dense(config["hidden"], activation="relu")(code)
+    outputs = keras.layers.Dense(features.shape[1])(decoded)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]), loss="mse")
+    history = model.fit(features, features, epochs=config["epochs"], batch_size=config["batch_size"], verbose=0)
+    encoder = keras.Model(inputs, code)
+    codes = np.asarray(encoder.predict(features, batch_size=4096, verbose=0), dtype=np.float32)
+    codes[0] = 0.0
+    return codes, [float(v) for v in history.history["loss"]]
+
+
+def cold_neighbours(codes: np.ndarray, warm: np.ndarray, neighbours: int) -> TopNeighbours:
+    """For each cold item (not warm, not index 0), its most content-similar warm items (cosine, positive only)."""
+    norms = np.linalg.norm(codes, axis=1, keepdims=True)
+    unit = codes / np.where(norms > 0, norms, 1.0)
+    warm_indices = np.flatnonzero(warm)
+    cold_indices = np.flatnonzero(~warm)
+    cold_indices = cold_indices[cold_indices > 0]
+    width = max(1, min(neighbours, len(warm_indices)))
+    indices = np.zeros((len(codes), width), np.int32)
+    values = np.zeros((len(codes), width), np.float32)
+    for start in range(0, len(cold_indices), 1024):
+        block = cold_indices[start : start + 1024]
+        similarity = unit[block] @ unit[warm_indices].T
+        best = np.argsort(-similarity, axis=1, kind="stable")[:, :width]
+        indices[block] = warm_indices[best]
+        values[block] = np.maximum(np.take_along_axis(similarity, best, axis=1), 0.0)
+    return TopNeighbours(indices, values)
+
+
+@dataclass
+class ColdItemTransfer:
+    """Cold item j's model score = content_weight * the similarity-weighted mean of its warm neighbours'."""
+
+    neighbours: TopNeighbours
+    cold: np.ndarray  # indices of cold items
+    content_weight: float
+
+    def apply(self, probabilities: np.ndarray) -> np.ndarray:
+        if len(self.cold) == 0:
+            return probabilities
+        weights = self.neighbours.values[self.cold]
+        borrowed = (weights * probabilities[self.neighbours.indices[self.cold]]).sum(axis=1)
+        total = weights.sum(axis=1)
+        out = probabilities.copy()
+        out[self.cold] = self.content_weight * np.where(total > 0, borrowed / np.where(total > 0, total, 1), 0.0)
+        return out
+
+    def save(self, directory: Path) -> None:
+        self.neighbours.save(directory, NAME)
+        np.save(directory / f"{NAME}.cold.npy", self.cold.astype(np.int64), allow_pickle=False)
+        np.save(directory / f"{NAME}.weight.npy", np.array([self.content_weight], np.float32), allow_pickle=False)
+
+    @classmethod
+    def load(cls, directory: Path) -> ColdItemTransfer | None:
+        if not (directory / f"{NAME}.cold.npy").is_file():
+            return None
+        return cls(
+            TopNeighbours.load(directory, NAME),
+            np.load(directory / f"{NAME}.cold.npy", allow_pickle=False),
+            float(np.load(directory / f"{NAME}.weight.npy", allow_pickle=False)[0]),
+        )
