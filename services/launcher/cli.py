@@ -95,7 +95,7 @@ def _print_report(report: dict[str, Any]) -> None:
     table.add_column("model")
     table.add_column("HR@10", justify="right")
     table.add_column("NDCG@10", justify="right")
-    for name in ("popularity", "item_knn", "blend"):
+    for name in ("popularity", "autoencoder", "item_knn", "blend"):
         if name in validation:
             table.add_row(name, f"{validation[name]['HR@10']:.4f}", f"{validation[name]['NDCG@10']:.4f}")
     console.print(table)
