@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +25,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from processes import free_port, start_server  # noqa: E402
 
 from recsys.v1 import candidates_pb2, candidates_pb2_grpc, common_pb2  # noqa: E402
 from trainer import artifacts  # noqa: E402
@@ -110,35 +110,10 @@ def contexts(topic: np.ndarray, count: int, seed: int = 1) -> list[common_pb2.Us
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def serve_candidates(version: Path) -> tuple[subprocess.Popen[bytes], str]:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     port = free_port()
-    env = {**os.environ, "RECSYS_ARTIFACTS": str(version), "RECSYS_PORT": str(port), "RECSYS_LOG_LEVEL": "WARNING"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.candidates"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"candidates service for {version} exited with {process.returncode}")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    return process, address
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise TimeoutError(address)
+    env = {"RECSYS_ARTIFACTS": str(version), "RECSYS_PORT": str(port), "RECSYS_LOG_LEVEL": "WARNING"}
+    return start_server([sys.executable, "-m", "services.candidates"], env, port), f"127.0.0.1:{port}"
 
 
 def measure(version: Path, users: list[common_pb2.UserContext], n: int) -> tuple[dict[str, float], list[list[str]]]:

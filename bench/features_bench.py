@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +30,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from processes import free_port, start_server  # noqa: E402
 
 # ---------------------------------------------------------------- data
 
@@ -82,6 +81,13 @@ def generate_raw(directory: Path, interactions: int, users: int, items: int, see
 # ---------------------------------------------------------------- phases run in child processes
 
 
+def width(encoded: Any) -> int:
+    """Columns of an encoded attribute table, all kinds together."""
+    return int(
+        sum(block.shape[1] for block in (encoded.categorical, encoded.numeric, encoded.multi_hot, encoded.tokens))
+    )
+
+
 def phase_workflow(data: Path, max_history: int) -> dict[str, Any]:
     """The project's path: read + clean with a quality report, fit, transform everything."""
     from trainer.data import load_csvs
@@ -107,12 +113,8 @@ def phase_workflow(data: Path, max_history: int) -> dict[str, Any]:
         "rejected": dict(dataset.quality[0].rejected),
         "sequences": list(sequences.item_indices.shape),
         "users": len(user_ids),
-        "item_attributes_width": int(
-            items.categorical.shape[1] + items.numeric.shape[1] + items.multi_hot.shape[1] + items.tokens.shape[1]
-        ),
-        "user_attributes_width": int(
-            users.categorical.shape[1] + users.numeric.shape[1] + users.multi_hot.shape[1] + users.tokens.shape[1]
-        ),
+        "item_attributes_width": width(items),
+        "user_attributes_width": width(users),
     }
 
 
@@ -173,37 +175,6 @@ def publish_features_artifact(data: Path, root: Path, max_history: int) -> Path:
         ordered = dataset.interactions.sort_values(["user_id", "timestamp"], kind="stable")
         ordered[["user_id", "item_id", "timestamp"]].to_parquet(staging / HISTORIES_FILE, index=False)
         return artifacts.publish(staging, root, version, {"config": {}, "report": {"purpose": "features bench"}})
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"server at {address} exited with {process.returncode}")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise TimeoutError(address)
-
-
-def start_server(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_serving(f"127.0.0.1:{port}", process)
-    return process
 
 
 def measure_latency(address: str, users: list[str], requests: int) -> dict[str, float]:

@@ -1,0 +1,47 @@
+"""Starting the servers a benchmark measures: free ports, and waiting for grpc.health.v1 SERVING."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server for {address} exited with {process.returncode}")
+            try:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError(address)
+
+
+def start_server(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """Run command (quietly) with env added to ours; return once 127.0.0.1:port is SERVING."""
+    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_serving(f"127.0.0.1:{port}", process)
+    except BaseException:
+        process.kill()
+        raise
+    return process
