@@ -49,6 +49,8 @@ from trainer.models.markov import Markov, blend
 from trainer.models.neighbours import top_n
 from trainer.models.popularity import fit_popularity, save_popularity
 from trainer.report import plot_curves
+from trainer.triton_contract import REPOSITORY_DIR
+from trainer.triton_repository import write_ranker
 from trainer.workflow import Workflow
 
 Step = Callable[[str], None]
@@ -300,6 +302,16 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
             index.save(models_dir / "autoencoder")
         models.markov.save(models_dir)
         (models_dir / RANKING_FILE).write_text(json.dumps({"markov_weight": validation.markov_weight}))
+        ranker = write_ranker(staging / REPOSITORY_DIR)
+        models.markov.save(ranker)
+        (ranker / "ranker.json").write_text(
+            json.dumps(
+                {
+                    "markov_weight": validation.markov_weight,
+                    **{k: config["markov"][k] for k in ("order", "recency_decay")},
+                }
+            )
+        )
         curves = {"validation": validation.curves, "final": models.autoencoder.curves if models.autoencoder else {}}
         if validation.curves:
             plot_curves(curves, staging / CURVES_PNG)

@@ -1,0 +1,28 @@
+"""Names and types the Triton model repository and the ranking service share: the one definition of the
+ranking models' tensors."""
+
+from __future__ import annotations
+
+REPOSITORY_DIR = "triton"
+RANKER_MODEL = "ranker"
+MAX_BATCH_SIZE = 64
+
+# Inputs: the user's recent item indices (oldest first), the candidates' item indices and their scores from
+# the candidate stage. Output: one ranking score per candidate.
+HISTORY = "HISTORY"
+CANDIDATES = "CANDIDATES"
+CANDIDATE_SCORES = "CANDIDATE_SCORES"
+SCORES = "SCORES"
+
+# name -> (Triton data type, numpy dtype name)
+INPUTS = {
+    HISTORY: ("TYPE_INT32", "int32"),
+    CANDIDATES: ("TYPE_INT32", "int32"),
+    CANDIDATE_SCORES: ("TYPE_FP32", "float32"),
+}
+OUTPUTS = {SCORES: ("TYPE_FP32", "float32")}
+
+
+def wire_type(triton_type: str) -> str:
+    """TYPE_INT32 -> INT32, as tritonclient's InferInput wants it."""
+    return triton_type.removeprefix("TYPE_")
