@@ -52,8 +52,10 @@ class Served:
     address: str
 
     def service_pid(self, name: str) -> int:
+        """A child's pid: a service by name, or "tritonserver"."""
+        marker = "bin/tritonserver" if name == "tritonserver" else f"services.{name}"
         for pid, command in children_of(self.process.pid).items():
-            if f"services.{name}" in command:
+            if marker in command:
                 return pid
         raise LookupError(f"no {name} child")
 

@@ -190,7 +190,12 @@ def _wait_for_full_answers(gateway: gateway_pb2_grpc.GatewayStub, user: str, tim
 
 
 @pytest.mark.parametrize(
-    ("service", "stage"), [("ranking", gateway_pb2.STAGE_RANKING), ("candidates", gateway_pb2.STAGE_CANDIDATES)]
+    ("service", "stage"),
+    [
+        ("ranking", gateway_pb2.STAGE_RANKING),
+        ("tritonserver", gateway_pb2.STAGE_RANKING),
+        ("candidates", gateway_pb2.STAGE_CANDIDATES),
+    ],
 )
 def test_a_crashed_stage_degrades_the_answer_then_comes_back(
     suite: Served, gateway: gateway_pb2_grpc.GatewayStub, history: pd.DataFrame, service: str, stage: int
@@ -210,12 +215,16 @@ def test_a_crashed_stage_degrades_the_answer_then_comes_back(
 
 
 def test_sigterm_stops_every_process_and_cleans_up(artifacts: Path) -> None:
-    runs_before = set(Path("/tmp").glob("recsys-run-*"))
+    runs_before = set(Path("/tmp").glob("recsys-run-*")) | set(Path("/tmp").glob("recsys-triton-*"))
     served = serve(artifacts)
-    pids = [served.service_pid(name) for name in ("gateway", "features", "candidates", "ranking", "synthetic")]
+    shm_before = set(Path("/dev/shm").iterdir())
+    names = ("gateway", "features", "candidates", "ranking", "synthetic", "tritonserver")
+    pids = [served.service_pid(name) for name in names]
     assert served.stop() == 0
     assert not [pid for pid in pids if alive(pid)]
     assert set(Path("/tmp").glob("recsys-run-*")) <= runs_before
+    assert not set(Path("/tmp").glob("recsys-triton-*")) - runs_before
+    assert set(Path("/dev/shm").iterdir()) <= shm_before
 
 
 def test_up_trains_serves_and_prints_a_recommendation(tmp_path: Path) -> None:

@@ -234,6 +234,11 @@ def test_train_writes_one_complete_version(trained: tuple[TrainResult, dict[str,
         CONFIG_FILE,
         REPORT_JSON,
         REPORT_MD,
+        "triton/ranker/config.pbtxt",
+        "triton/ranker/1/model.py",
+        "triton/ranker/1/ranker.json",
+        "triton/ranker/1/markov.indices.npy",
+        "triton/ranker/1/markov.values.npy",
     } == files
     assert not any(p.name.startswith(".") for p in root.iterdir())
 

@@ -7,6 +7,7 @@ import ctypes
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,9 @@ from typing import IO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from trainer.artifacts import MANIFEST
+from services.launcher.triton import TritonServer
+from trainer.artifacts import MANIFEST, resolve_version
+from trainer.triton_contract import RANKER_MODEL, REPOSITORY_DIR
 
 BACKENDS = ("features", "candidates", "ranking", "synthetic")
 MAX_RESTARTS = 5
@@ -29,6 +32,12 @@ _PR_SET_PDEATHSIG = 1
 
 class LaunchError(RuntimeError):
     """A service did not come up; the message carries the tail of its log."""
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def _die_with_parent() -> None:
@@ -66,6 +75,8 @@ class Suite:
     extra_env: dict[str, str] = field(default_factory=dict)
     children: dict[str, Child] = field(default_factory=dict)
     gateway_port: int = 0
+    triton: TritonServer | None = None
+    _triton_restarts: list[float] = field(default_factory=list)
     _run_dir: Path | None = None
 
     @property
@@ -130,19 +141,41 @@ class Suite:
                 time.sleep(0.1)
         raise self._failure(child, "did not become SERVING in time")
 
+    def _start_triton(self) -> None:
+        version_dir = resolve_version(self.artifacts)
+        log_dir = self.log_dir or artifact_root(self.artifacts) / "logs"
+        self.triton = TritonServer(version_dir / REPOSITORY_DIR, free_port(self.host), log_dir / "triton.log")
+        self.triton.start(preexec_fn=_die_with_parent)
+
+    def restart_triton(self) -> bool:
+        """Start tritonserver again on its old port (the ranking service keeps its address)."""
+        assert self.triton is not None
+        now = time.monotonic()
+        self._triton_restarts = [t for t in self._triton_restarts if now - t < RESTART_WINDOW_S]
+        if len(self._triton_restarts) >= MAX_RESTARTS:
+            return False
+        self._triton_restarts.append(now)
+        self.triton.stop()
+        self.triton.start(preexec_fn=_die_with_parent)
+        return True
+
     def start(self) -> str:
-        """Start every service; return the gateway's address once all report SERVING."""
+        """Start tritonserver and every service; return the gateway's address once all report SERVING."""
         self._run_dir = Path(tempfile.mkdtemp(prefix="recsys-run-"))
         deadline = time.monotonic() + self.start_timeout_s
         try:
+            self._start_triton()
+            assert self.triton is not None
             ports = {}
             for name in BACKENDS:
-                self._spawn(name, {"RECSYS_PORT": "0"})
+                extra = {"RECSYS_TRITON_ADDR": self.triton.address} if name == "ranking" else {}
+                self._spawn(name, {"RECSYS_PORT": "0", **extra})
             for name in BACKENDS:
                 ports[name] = self.children[name].port = self._wait_for_port(self.children[name], deadline)
             addresses = {f"RECSYS_{n.upper()}_ADDR": f"{self.host}:{p}" for n, p in ports.items()}
             gateway = self._spawn(GATEWAY, {"RECSYS_PORT": str(self.port), **addresses})
             self.gateway_port = gateway.port = self._wait_for_port(gateway, deadline)
+            self.triton.wait_ready([RANKER_MODEL], max(1.0, deadline - time.monotonic()))
             for name in BACKENDS:
                 self._wait_for_health(self.children[name], ports[name], deadline)
             self._wait_for_health(gateway, self.gateway_port, deadline)
@@ -189,6 +222,8 @@ class Suite:
         for child in order:
             child.log_file.close()
         self.children.clear()
+        if self.triton is not None:  # after the ranking service, its only caller
+            self.triton.stop()
         if self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
             self._run_dir = None
@@ -207,6 +242,20 @@ def wait_for_signal(suite: Suite) -> int:
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         while not received:
+            if (
+                suite.triton is not None
+                and suite.triton.process is not None
+                and suite.triton.process.poll() is not None
+            ):
+                print(
+                    f"tritonserver exited with code {suite.triton.process.returncode}; restarting it", file=sys.stderr
+                )
+                if not suite.restart_triton():
+                    print(
+                        f"stopping: tritonserver crashed {MAX_RESTARTS} times in {RESTART_WINDOW_S:.0f}s",
+                        file=sys.stderr,
+                    )
+                    return 1
             for name, code in suite.exited():
                 print(f"{name} exited with code {code}; restarting it", file=sys.stderr, flush=True)
                 if not suite.restart(name):

@@ -1,19 +1,17 @@
-"""Ranking: blend of the candidate stage's score with first-order Markov transitions from recent items."""
+"""Ranking: the candidates re-ordered by the ranking models, which run in Triton."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
 from services.common.errors import Violations
 from services.common.validation import MAX_K, check_id
-from trainer.layout import MODELS_DIR, RANKING_FILE, WORKFLOW_DIR
-from trainer.models.markov import Markov, blend
+from trainer.layout import WORKFLOW_DIR
 from trainer.workflow import Workflow
 
 MODEL_NAME = "markov_blend"
@@ -25,16 +23,25 @@ class Ranked:
     score: float
 
 
+class RankerPort(Protocol):
+    async def score(
+        self, history: np.ndarray, candidates: np.ndarray, candidate_scores: np.ndarray, timeout_s: float
+    ) -> np.ndarray: ...
+
+
 class RankingCore:
-    def __init__(self, version_dir: Path, version: str, config: dict[str, Any]) -> None:
+    def __init__(self, version_dir: Path, version: str, ranker: RankerPort) -> None:
         self.version = version
         self.workflow = Workflow.load(version_dir / WORKFLOW_DIR)
-        markov = config["markov"]
-        self.markov = Markov.load(version_dir / MODELS_DIR, markov["order"], markov["recency_decay"])
-        self.markov_weight = float(json.loads((version_dir / MODELS_DIR / RANKING_FILE).read_text())["markov_weight"])
+        self.ranker = ranker
 
-    def rank(
-        self, history: np.ndarray, candidate_ids: Sequence[str], candidate_scores: Sequence[float], k: int
+    async def rank(
+        self,
+        history: np.ndarray,
+        candidate_ids: Sequence[str],
+        candidate_scores: Sequence[float],
+        k: int,
+        timeout_s: float,
     ) -> list[Ranked]:
         """Candidates re-ordered best first, cut to k (0 keeps them all)."""
         violations = Violations()
@@ -45,7 +52,8 @@ class RankingCore:
         violations.raise_if_any()
 
         indices = self.workflow.items.encode(list(candidate_ids))
-        transitions = self.markov.score(history[history > 0], indices)
-        scores = blend(np.asarray(candidate_scores, dtype=np.float32), transitions, self.markov_weight)
+        scores = await self.ranker.score(
+            history[history > 0], indices, np.asarray(candidate_scores, dtype=np.float32), timeout_s
+        )
         order = np.argsort(-scores, kind="stable")[: k or len(scores)]
         return [Ranked(candidate_ids[i], float(scores[i])) for i in order]

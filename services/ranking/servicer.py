@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from recsys.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc
+from services.common.clients import Deadline
 from services.common.encoding import history_indices
 from services.common.server import Registration
 from services.common.service import CoreSlot
@@ -12,13 +13,20 @@ from services.ranking.core import MODEL_NAME, RankingCore
 
 
 class RankingServicer(ranking_pb2_grpc.RankingServiceServicer, CoreSlot[RankingCore]):
+    def __init__(self, default_timeout_s: float) -> None:
+        self.default_timeout_s = default_timeout_s
+
     async def Rank(
         self, request: ranking_pb2.RankRequest, context: grpc.aio.ServicerContext
     ) -> ranking_pb2.RankResponse:
         core = self.ready_core
         history = history_indices(request.context, core.workflow, core.version)
-        ranked = core.rank(
-            history, [c.item_id for c in request.candidates], [c.score for c in request.candidates], request.k
+        ranked = await core.rank(
+            history,
+            [c.item_id for c in request.candidates],
+            [c.score for c in request.candidates],
+            request.k,
+            Deadline.from_context(context, self.default_timeout_s).timeout(self.default_timeout_s),
         )
         return ranking_pb2.RankResponse(
             items=[common_pb2.ScoredItem(item_id=r.item_id, score=r.score, source=MODEL_NAME) for r in ranked],
