@@ -69,15 +69,17 @@ def test_train_writes_a_version(demo_dir: Path, tmp_path: Path) -> None:
 
 def test_train_with_config_override(demo_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text("[ranking]\nfit_blend = false\nmarkov_weight = 0.25\n")
+    config.write_text('[ranking]\nmodels = ["gru4rec"]\nblend_grid = [0.0, 1.0]\n[gru4rec]\nepochs = 2\n')
     out = tmp_path / "artifacts"
     result = invoke("train", "--out", out, "--interactions", demo_dir / "interactions.csv", "--config", config)
     assert result.exit_code == 0, result.output
     version_dir = resolve_version(out)
     written = json.loads((version_dir / CONFIG_FILE).read_text())
-    assert written["ranking"]["markov_weight"] == 0.25
-    assert written["ranking"]["fit_blend"] is False
-    assert load_manifest(version_dir)["report"]["validation"]["markov_weight"] == 0.25
+    assert written["ranking"]["models"] == ["gru4rec"]
+    assert written["gru4rec"]["epochs"] == 2
+    validation = load_manifest(version_dir)["report"]["validation"]
+    assert set(validation["rankers_alone"]) == {"candidates", "markov", "gru4rec"}
+    assert set(validation["blend_weights"].values()) <= {0.0, 1.0}
 
 
 def test_train_config_with_unknown_key(demo_dir: Path, tmp_path: Path) -> None:

@@ -102,8 +102,9 @@ def test_unknown_user_gets_a_cold_start_answer(gateway: gateway_pb2_grpc.Gateway
     reply = recommend(gateway, "never-seen-before", 10, user_attributes={"country": "fr"})
     assert reply.cold_start
     assert len(reply.items) == 10
-    most_popular = history["item_id"].value_counts().index[:3].tolist()
-    assert [item.item_id for item in reply.items[:3]] == most_popular
+    # Without a history the candidates are the most popular items; the rankers only re-order them.
+    popular = set(history["item_id"].value_counts().index[:200])
+    assert {item.item_id for item in reply.items} <= popular
 
 
 def test_recorded_events_reach_the_next_recommendation(

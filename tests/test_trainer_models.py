@@ -40,16 +40,16 @@ def test_defaults_load() -> None:
     assert config["seed"] == 42
     assert config["workflow"]["max_history"] == 50
     assert config["item_knn"]["neighbours"] == 200
-    assert config["ranking"]["fit_blend"] is True
+    assert config["ranking"]["models"] == ["gru4rec", "caser"]
     assert config["serving"]["candidates"] == 200
 
 
 def test_override_merges_with_defaults(tmp_path: Path) -> None:
-    path = config_file(tmp_path, "seed = 1\n[item_knn]\nneighbours = 20\n[ranking]\nfit_blend = false\n")
+    path = config_file(tmp_path, 'seed = 1\n[item_knn]\nneighbours = 20\n[ranking]\nmodels = ["caser"]\n')
     config = load_config(path)
     assert config["seed"] == 1
     assert config["item_knn"]["neighbours"] == 20
-    assert config["ranking"]["fit_blend"] is False
+    assert config["ranking"]["models"] == ["caser"]
     # Keys the file does not name keep their defaults, in the same table and in others.
     assert config["item_knn"]["shrinkage"] == 10.0
     assert config["item_knn"]["recency_decay"] == 0.97
@@ -90,7 +90,7 @@ def test_unknown_key(tmp_path: Path, text: str, match: str) -> None:
         ("[item_knn]\nneighbours = 2.5\n", "'item_knn.neighbours' must be int, got float"),
         ("[item_knn]\nneighbours = true\n", "'item_knn.neighbours' must be int, got bool"),
         ("[item_knn]\nshrinkage = true\n", "'item_knn.shrinkage' must be float, got bool"),
-        ("[ranking]\nfit_blend = 1\n", "'ranking.fit_blend' must be bool, got int"),
+        ("[caser]\nlength = 1.5\n", "'caser.length' must be int, got float"),
         ('[ranking]\nblend_grid = "0.5"\n', "'ranking.blend_grid' must be list"),
         ("item_knn = 3\n", "'item_knn' must be a table"),
         ("[seed]\nvalue = 1\n", "'seed' must be int, got dict"),
@@ -111,8 +111,8 @@ def test_wrong_type(tmp_path: Path, text: str, match: str) -> None:
         ("[item_knn]\nrecency_decay = 0.0\n", "item_knn.recency_decay"),
         ("[item_knn]\nrecency_decay = 1.5\n", "item_knn.recency_decay"),
         ("[markov]\nrecency_decay = 0\n", "markov.recency_decay"),
-        ("[ranking]\nmarkov_weight = 1.1\n", "ranking.markov_weight"),
-        ("[ranking]\nmarkov_weight = -0.1\n", "ranking.markov_weight"),
+        ('[ranking]\nmodels = ["sasrec"]\n', "ranking.models"),
+        ("[caser]\nlength = 0\n", "caser.length"),
         ("[ranking]\nblend_grid = [0.5, 2.0]\n", "ranking.blend_grid"),
         ("[serving]\ncandidates = 0\n", "serving.candidates"),
         ("[serving]\ncandidates = 1001\n", "serving.candidates"),
@@ -126,7 +126,7 @@ def test_out_of_range(tmp_path: Path, text: str, match: str) -> None:
 
 
 def test_range_bounds_are_inclusive(tmp_path: Path) -> None:
-    text = "[item_knn]\nrecency_decay = 1.0\n[ranking]\nmarkov_weight = 1.0\n[serving]\ncandidates = 1000\n"
+    text = "[item_knn]\nrecency_decay = 1.0\n[ranking]\nblend_grid = [1.0]\n[serving]\ncandidates = 1000\n"
     config = load_config(config_file(tmp_path, text))
     assert config["serving"]["candidates"] == 1000
 

@@ -30,7 +30,6 @@ from trainer.layout import (
     CONFIG_FILE,
     HISTORIES_FILE,
     MODELS_DIR,
-    RANKING_FILE,
     REPORT_JSON,
     REPORT_MD,
     WORKFLOW_DIR,
@@ -201,7 +200,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, dict
     paths = generate(n_users=300, n_items=120, mean_history=15).write(base / "data")
     dataset = load_csvs(paths["interactions"], paths["items"], paths["users"])
     override = base / "config.toml"
-    override.write_text('[candidates]\nmodel = "item_knn"\n[item_knn]\nneighbours = 60\n[markov]\norder = 2\n')
+    override.write_text(
+        '[candidates]\nmodel = "item_knn"\n[item_knn]\nneighbours = 60\n[markov]\norder = 2\n[ranking]\nmodels = []\n'
+    )
     config = load_config(override)
     steps: list[str] = []
     result = train(dataset, config, base / "artifacts", steps.append)
@@ -227,7 +228,6 @@ def test_train_writes_one_complete_version(trained: tuple[TrainResult, dict[str,
         f"{MODELS_DIR}/item_knn.values.npy",
         f"{MODELS_DIR}/markov.indices.npy",
         f"{MODELS_DIR}/markov.values.npy",
-        f"{MODELS_DIR}/{RANKING_FILE}",
         f"{CATALOG_DIR}/items.parquet",
         f"{CATALOG_DIR}/users.parquet",
         HISTORIES_FILE,
@@ -273,8 +273,9 @@ def test_train_models_and_catalog(trained: tuple[TrainResult, dict[str, Any], Pa
     assert markov_values.shape[0] == workflow.items.size
     # Each row of transition probabilities sums to at most 1.
     assert np.all(markov_values.sum(axis=1) <= 1.0 + 1e-5)
-    ranking = json.loads((models / RANKING_FILE).read_text())
-    assert ranking["markov_weight"] == result.report["validation"]["markov_weight"]
+    ranking = json.loads((version_dir / "triton/ranker/1/ranker.json").read_text())
+    assert ranking["weights"] == result.report["validation"]["blend_weights"]
+    assert ranking["gru4rec"] is False and ranking["caser"] is False
 
     items = pd.read_parquet(version_dir / CATALOG_DIR / "items.parquet")
     assert len(items) == 120
@@ -304,7 +305,7 @@ def test_train_report(trained: tuple[TrainResult, dict[str, Any], Path, list[str
     markdown = (result.version_dir / REPORT_MD).read_text()
     assert markdown.startswith(f"# Training report {report['version']}")
     assert "## Data quality" in markdown
-    assert f"fitted markov_weight: {report['validation']['markov_weight']}" in markdown
+    assert f"fitted blend weights: {report['validation']['blend_weights']}" in markdown
 
 
 def test_train_validation_blend_beats_popularity(trained: tuple[TrainResult, dict[str, Any], Path, list[str]]) -> None:
@@ -313,9 +314,9 @@ def test_train_validation_blend_beats_popularity(trained: tuple[TrainResult, dic
     assert validation["users"] == 300
     assert validation["blend"]["NDCG@10"] > validation["popularity"]["NDCG@10"]
     assert validation["blend"]["NDCG@10"] > validation["item_knn"]["NDCG@10"]
-    assert validation["markov_weight"] in config["ranking"]["blend_grid"]
-    best = max(m["NDCG@10"] for m in validation["blend_by_weight"].values())
-    assert validation["blend"]["NDCG@10"] == best
+    assert set(validation["blend_weights"].values()) <= set(config["ranking"]["blend_grid"])
+    # The fitted blend is at least as good as any single component on the validation users.
+    assert validation["blend"]["NDCG@10"] >= max(m["NDCG@10"] for m in validation["rankers_alone"].values())
 
 
 def test_train_rejects_empty_interactions(tmp_path: Path) -> None:
@@ -338,6 +339,7 @@ def trained_autoencoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Train
     override = base / "config.toml"
     override.write_text(
         "[autoencoder]\nhidden = [64]\nlatent = 16\nepochs = 12\npatience = 3\nbatch_size = 64\n"
+        "[gru4rec]\nepochs = 2\nunits = 16\nembedding = 8\n[caser]\nepochs = 2\nembedding = 8\n"
         "[candidates]\nann_min_items = 1\n"
     )
     steps: list[str] = []
@@ -361,6 +363,8 @@ def test_autoencoder_version_has_weights_curves_and_early_stopping(
         "training_curves.png",
         f"{MODELS_DIR}/autoencoder/items.faiss",
         f"{MODELS_DIR}/item_codes.npy",
+        "triton/ranker/1/gru4rec.recurrent.npy",
+        "triton/ranker/1/caser.hidden_kernel.npy",
     } <= files
     assert result.report["item_autoencoder"]["features"] > 0
     assert result.report["item_autoencoder"]["cold_items"] == 5

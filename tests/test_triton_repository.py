@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,8 @@ from tritonclient.utils import InferenceServerException
 from services.launcher.triton import TritonServer
 from tests.conftest import free_port
 from trainer import triton_contract as contract
-from trainer.models.markov import Markov, blend
+from trainer.models.markov import Markov
+from trainer.models.ranking import Ranker
 from trainer.triton_repository import read_config, write_ranker
 
 
@@ -28,9 +28,7 @@ def fitted_markov() -> Markov:
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("triton") / "repository"
-    version = write_ranker(root)
-    fitted_markov().save(version)
-    (version / "ranker.json").write_text(json.dumps({"markov_weight": 0.6, "order": 2, "recency_decay": 0.5}))
+    Ranker(fitted_markov(), weights={"candidates": 0.4, "markov": 0.6}).save(write_ranker(root))
     return root
 
 
@@ -61,6 +59,7 @@ def infer(client: triton_grpc.InferenceServerClient, history, candidates, scores
     inputs = []
     for name, array in (
         (contract.HISTORY, np.asarray(history, np.int32)),
+        (contract.USER, np.asarray([0], np.int32)),
         (contract.CANDIDATES, np.asarray(candidates, np.int32)),
         (contract.CANDIDATE_SCORES, np.asarray(scores, np.float32)),
     ):
@@ -73,7 +72,8 @@ def infer(client: triton_grpc.InferenceServerClient, history, candidates, scores
 def test_triton_scores_equal_the_in_process_model(triton: triton_grpc.InferenceServerClient) -> None:
     history, candidates = np.array([3, 1, 2]), np.array([3, 4, 5, 6, 7])
     candidate_scores = np.array([0.5, 0.1, 0.4, 0.3, 0.2], np.float32)
-    expected = blend(candidate_scores, fitted_markov().score(history, candidates), 0.6)
+    ranker = Ranker(fitted_markov(), weights={"candidates": 0.4, "markov": 0.6})
+    expected = ranker.score(history, 0, candidates, candidate_scores)
     np.testing.assert_allclose(infer(triton, history, candidates, candidate_scores), expected, rtol=1e-6)
 
 

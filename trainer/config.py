@@ -29,6 +29,11 @@ def _merge(base: dict[str, Any], override: dict[str, Any], path: str) -> dict[st
         if key not in base:
             raise ConfigError(f"unknown configuration key {where!r}")
         default = base[key]
+        if isinstance(default, list) and default and all(isinstance(v, str) for v in default):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where!r} must be list of strings")
+            merged[key] = list(value)
+            continue
         if isinstance(default, list):
             integers = all(isinstance(v, int) for v in default)
             allowed = (int,) if integers else (int, float)
@@ -101,7 +106,10 @@ def _check_ranges(config: dict[str, Any]) -> None:
         (config["markov"]["order"] >= 1, "markov.order must be >= 1"),
         (0 < config["item_knn"]["recency_decay"] <= 1, "item_knn.recency_decay must be in (0, 1]"),
         (0 < config["markov"]["recency_decay"] <= 1, "markov.recency_decay must be in (0, 1]"),
-        (0 <= config["ranking"]["markov_weight"] <= 1, "ranking.markov_weight must be in [0, 1]"),
+        (set(config["ranking"]["models"]) <= {"gru4rec", "caser"}, "ranking.models may list gru4rec and caser"),
+        (config["gru4rec"]["epochs"] >= 1 and config["caser"]["epochs"] >= 1, "gru4rec/caser epochs must be >= 1"),
+        (config["caser"]["length"] >= 1, "caser.length must be >= 1"),
+        (config["gru4rec"]["max_length"] >= 2, "gru4rec.max_length must be >= 2"),
         (all(0 <= w <= 1 for w in config["ranking"]["blend_grid"]), "ranking.blend_grid values in [0, 1]"),
         (1 <= config["serving"]["candidates"] <= 1000, "serving.candidates must be in 1..1000"),
         (config["data"]["min_item_count"] >= 1, "data.min_item_count must be >= 1"),

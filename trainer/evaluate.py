@@ -6,7 +6,6 @@ computed on the same split. Full ranking over every item the user has not intera
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,13 @@ import pandas as pd
 
 from trainer.artifacts import load_manifest, resolve_version
 from trainer.evaluation import hit_rate_ndcg
-from trainer.layout import MODELS_DIR, RANKING_FILE, WORKFLOW_DIR
+from trainer.layout import MODELS_DIR, WORKFLOW_DIR
 from trainer.models.candidates import load_candidate_scorer
-from trainer.models.markov import Markov, blend
 from trainer.models.neighbours import top_n
 from trainer.models.popularity import load_popularity
+from trainer.models.ranking import Ranker
+from trainer.triton_contract import RANKER_MODEL, REPOSITORY_DIR
+from trainer.triton_repository import MODEL_VERSION
 from trainer.workflow import Workflow
 
 EASE_LAMBDAS = (50.0, 200.0, 500.0, 1000.0, 3000.0)
@@ -67,8 +68,7 @@ def evaluate_split(split: Path, artifacts: Path, with_ease: bool = True) -> dict
     models_dir = version_dir / MODELS_DIR
     popularity = load_popularity(models_dir)
     scorer = load_candidate_scorer(models_dir, config, popularity)
-    markov = Markov.load(models_dir, config["markov"]["order"], config["markov"]["recency_decay"])
-    markov_weight = float(json.loads((models_dir / RANKING_FILE).read_text())["markov_weight"])
+    ranker = Ranker.load(version_dir / REPOSITORY_DIR / RANKER_MODEL / MODEL_VERSION)
     n = int(config["serving"]["candidates"])
     depths = tuple(sorted({10, 100, n}))
 
@@ -79,13 +79,17 @@ def evaluate_split(split: Path, artifacts: Path, with_ease: bool = True) -> dict
     targets = workflow.items.encode(test["item_id"].to_numpy())
     histories = [workflow.items.encode(grouped.get(u, np.array([], dtype=object))) for u in test["user_id"]]
 
-    candidate_lists, ranked_lists, popular_lists = [], [], []
-    for seen in histories:
+    candidate_lists, popular_lists = [], []
+    by_ranker: dict[str, list[np.ndarray]] = {}
+    ranked_lists = []
+    for seen, user in zip(histories, workflow.users.encode(test["user_id"].to_numpy()), strict=True):
         recent = seen[-workflow.max_history :]
         best, scores = scorer.top(recent, seen, n)
         candidate_lists.append(best)
-        order = np.argsort(-blend(scores, markov.score(recent, best), markov_weight), kind="stable")
-        ranked_lists.append(best[order])
+        parts = ranker.components(recent, int(user), best, scores)
+        ranked_lists.append(best[np.argsort(-ranker.combine(parts), kind="stable")])
+        for name, part in parts.items():
+            by_ranker.setdefault(name, []).append(best[np.argsort(-part, kind="stable")])
         popular_lists.append(top_n(popularity, n, seen))
 
     result: dict[str, Any] = {
@@ -99,10 +103,8 @@ def evaluate_split(split: Path, artifacts: Path, with_ease: bool = True) -> dict
             "n": n,
             **metrics(candidate_lists, targets, depths),
         },
-        "ranked": {
-            "model": f"{scorer.model.name} + markov blend (weight {markov_weight})",
-            **metrics(ranked_lists, targets, depths),
-        },
+        "ranked": {"model": "blend", "weights": ranker.weights, **metrics(ranked_lists, targets, depths)},
+        "rankers_alone": {name: metrics(lists, targets, depths) for name, lists in by_ranker.items()},
         "popularity": metrics(popular_lists, targets, depths),
     }
     if with_ease:

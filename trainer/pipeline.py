@@ -23,7 +23,6 @@ from trainer.layout import (
     CURVES_PNG,
     HISTORIES_FILE,
     MODELS_DIR,
-    RANKING_FILE,
     REPORT_JSON,
     REPORT_MD,
     WORKFLOW_DIR,
@@ -45,9 +44,11 @@ from trainer.models.item_autoencoder import (
 )
 from trainer.models.item_index import ItemIndex
 from trainer.models.item_knn import ItemKNN
-from trainer.models.markov import Markov, blend
+from trainer.models.markov import Markov
 from trainer.models.neighbours import top_n
 from trainer.models.popularity import fit_popularity, save_popularity
+from trainer.models.ranking import Ranker, fit_weights
+from trainer.models.sequential import Caser, GRU4Rec, train_caser, train_gru4rec
 from trainer.report import plot_curves
 from trainer.triton_contract import REPOSITORY_DIR
 from trainer.triton_repository import write_ranker
@@ -143,20 +144,40 @@ def fit_models(
 @dataclass
 class ValidationResult:
     metrics: dict[str, Any]
-    markov_weight: float
+    ranker: Ranker | None
     best_epoch: int | None
     curves: dict[str, list[float]]
+
+
+def train_sequence_models(
+    histories: dict[int, np.ndarray], workflow: Workflow, config: dict[str, Any], step: Step | None
+) -> tuple[GRU4Rec | None, Caser | None, dict[str, list[float]]]:
+    users = sorted(u for u in histories if u > 0)
+    sequences = [histories[u] for u in users]
+    gru4rec = caser = None
+    losses: dict[str, list[float]] = {}
+    if "gru4rec" in config["ranking"]["models"]:
+        if step is not None:
+            step("ranking: training GRU4Rec")
+        gru4rec, losses["gru4rec"] = train_gru4rec(sequences, workflow.items.size, config["gru4rec"], config["seed"])
+    if "caser" in config["ranking"]["models"]:
+        if step is not None:
+            step("ranking: training Caser")
+        caser, losses["caser"] = train_caser(
+            sequences, users, workflow.items.size, workflow.users.size, config["caser"], config["seed"]
+        )
+    return gru4rec, caser, losses
 
 
 def validate(
     encoded: pd.DataFrame, workflow: Workflow, config: dict[str, Any], step: Step | None = None
 ) -> ValidationResult:
     """Fit on all but each sampled user's last item and score that item: early stopping for the autoencoder,
-    the ranking blend weight, and the report's metrics."""
+    the rankers and their blend weights, and the report's metrics."""
     ranking = config["ranking"]
     train_rows, held_out = leave_last_out(encoded, ranking["validation_users"], config["seed"])
     if held_out.empty:
-        return ValidationResult({"users": 0}, ranking["markov_weight"], None, {})
+        return ValidationResult({"users": 0}, None, None, {})
     histories = histories_by_user(train_rows)
     max_history = workflow.max_history
     n_candidates = config["serving"]["candidates"]
@@ -179,14 +200,14 @@ def validate(
 
     models = fit_models(train_rows, workflow, config, validation_ndcg, step=step)
     candidates = candidate_lists(models.candidates)
-    grid = ranking["blend_grid"] if ranking["fit_blend"] else [ranking["markov_weight"]]
-    blended: dict[float, list[np.ndarray]] = {w: [] for w in grid}
-    for user, (best, scores) in zip(users, candidates, strict=True):
-        transition = models.markov.score(histories[user][-max_history:], best)
-        for weight in grid:
-            blended[weight].append(best[np.argsort(-blend(scores, transition, weight), kind="stable")])
-    by_weight = {w: hit_rate_ndcg(lists, targets, 10) for w, lists in blended.items()}
-    best_weight = max(grid, key=lambda w: (by_weight[w]["NDCG@10"], -abs(w - ranking["markov_weight"])))
+    gru4rec, caser, losses = train_sequence_models(histories, workflow, config, step)
+    ranker = Ranker(models.markov, gru4rec, caser)
+    per_user = [
+        (best, ranker.components(histories[user][-max_history:], user, best, scores))
+        for user, (best, scores) in zip(users, candidates, strict=True)
+    ]
+    ranker.weights, alone = fit_weights(per_user, targets, ranking["blend_grid"])
+    blended = [best[np.argsort(-ranker.combine(parts), kind="stable")] for best, parts in per_user]
     lists = [c for c, _ in candidates]
     popular = [top_n(validation_popularity, n_candidates, histories[user]) for user in users]
     metrics = {
@@ -197,14 +218,13 @@ def validate(
             "HR@100": hit_rate_ndcg(lists, targets, 100)["HR@100"],
             f"HR@{n_candidates}": hit_rate_ndcg(lists, targets, n_candidates)[f"HR@{n_candidates}"],
         },
-        "blend_by_weight": {str(w): m for w, m in by_weight.items()},
-        "blend": {**by_weight[best_weight], "HR@100": hit_rate_ndcg(blended[best_weight], targets, 100)["HR@100"]},
-        "markov_weight": best_weight,
+        "rankers_alone": alone,
+        "blend": {**hit_rate_ndcg(blended, targets, 10), "HR@100": hit_rate_ndcg(blended, targets, 100)["HR@100"]},
+        "blend_weights": ranker.weights,
+        "ranker_losses": losses,
     }
     trained = models.autoencoder
-    return ValidationResult(
-        metrics, best_weight, trained.best_epoch if trained else None, trained.curves if trained else {}
-    )
+    return ValidationResult(metrics, ranker, trained.best_epoch if trained else None, trained.curves if trained else {})
 
 
 def fit_cold_items(
@@ -301,17 +321,10 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
             index = ItemIndex.build(item_vectors(models.candidates.scorer), config["candidates"]["ann_nprobe"])
             index.save(models_dir / "autoencoder")
         models.markov.save(models_dir)
-        (models_dir / RANKING_FILE).write_text(json.dumps({"markov_weight": validation.markov_weight}))
-        ranker = write_ranker(staging / REPOSITORY_DIR)
-        models.markov.save(ranker)
-        (ranker / "ranker.json").write_text(
-            json.dumps(
-                {
-                    "markov_weight": validation.markov_weight,
-                    **{k: config["markov"][k] for k in ("order", "recency_decay")},
-                }
-            )
-        )
+        # The rankers trained during validation, with the Markov chain refitted on all data.
+        ranker = validation.ranker or Ranker(models.markov)
+        ranker.markov = models.markov
+        ranker.save(write_ranker(staging / REPOSITORY_DIR))
         curves = {"validation": validation.curves, "final": models.autoencoder.curves if models.autoencoder else {}}
         if validation.curves:
             plot_curves(curves, staging / CURVES_PNG)
@@ -357,8 +370,10 @@ def render_report(report: dict[str, Any]) -> str:
         if name in validation:
             metrics = ", ".join(f"{k} {v:.4f}" for k, v in validation[name].items())
             lines.append(f"- {name}: {metrics}")
-    if "markov_weight" in validation:
-        lines.append(f"- fitted markov_weight: {validation['markov_weight']}")
+    for name, metrics in validation.get("rankers_alone", {}).items():
+        lines.append(f"- ranking by {name} alone: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if "blend_weights" in validation:
+        lines.append(f"- fitted blend weights: {validation['blend_weights']}")
     if report.get("autoencoder"):
         lines.append(f"- autoencoder best epoch: {report['autoencoder']['best_epoch']} (curves: {CURVES_PNG})")
     lines += ["", "## Timings (s)", ""]

@@ -7,9 +7,10 @@ REPOSITORY_DIR = "triton"
 RANKER_MODEL = "ranker"
 MAX_BATCH_SIZE = 64
 
-# Inputs: the user's recent item indices (oldest first), the candidates' item indices and their scores from
-# the candidate stage. Output: one ranking score per candidate.
+# Inputs: the user's recent item indices (oldest first), the user's index (0 when unknown), the candidates'
+# item indices and their scores from the candidate stage. Output: one ranking score per candidate.
 HISTORY = "HISTORY"
+USER = "USER"
 CANDIDATES = "CANDIDATES"
 CANDIDATE_SCORES = "CANDIDATE_SCORES"
 SCORES = "SCORES"
@@ -17,6 +18,7 @@ SCORES = "SCORES"
 # name -> (Triton data type, numpy dtype name)
 INPUTS = {
     HISTORY: ("TYPE_INT32", "int32"),
+    USER: ("TYPE_INT32", "int32"),
     CANDIDATES: ("TYPE_INT32", "int32"),
     CANDIDATE_SCORES: ("TYPE_FP32", "float32"),
 }

@@ -3,29 +3,19 @@ interpreter, where triton_python_backend_utils exists; the scoring itself is the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from trainer import triton_contract as contract
-from trainer.models.markov import Markov, blend
+from trainer.models.ranking import Ranker
 
 
 class RankerModel:
-    """Re-ranks candidates: first-order Markov transitions from the recent history, blended with the
-    candidate stage's scores by the weight fitted on validation."""
+    """Re-ranks candidates: GRU4Rec, Caser, Markov transitions and the candidate score, blended with the
+    weights fitted on validation (trainer.models.ranking)."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        version_dir = Path(args["model_repository"]) / args["model_version"]
-        meta = json.loads((version_dir / "ranker.json").read_text())
-        self.markov = Markov.load(version_dir, int(meta["order"]), float(meta["recency_decay"]))
-        self.markov_weight = float(meta["markov_weight"])
-
-    def score(self, history: np.ndarray, candidates: np.ndarray, candidate_scores: np.ndarray) -> np.ndarray:
-        transitions = self.markov.score(history[history > 0], candidates)
-        return blend(candidate_scores.astype(np.float32), transitions, self.markov_weight)
+        self.ranker = Ranker.load(Path(args["model_repository"]) / args["model_version"])
 
     def execute(self, requests: list[Any]) -> list[Any]:
         import triton_python_backend_utils as pb_utils
@@ -36,8 +26,9 @@ class RankerModel:
                 arrays = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in contract.INPUTS}
                 if arrays[contract.CANDIDATES].shape != arrays[contract.CANDIDATE_SCORES].shape:
                     raise ValueError("CANDIDATES and CANDIDATE_SCORES must have the same length")
-                scores = self.score(
-                    arrays[contract.HISTORY], arrays[contract.CANDIDATES], arrays[contract.CANDIDATE_SCORES]
+                user = int(arrays[contract.USER].reshape(-1)[0]) if arrays[contract.USER].size else 0
+                scores = self.ranker.score(
+                    arrays[contract.HISTORY], user, arrays[contract.CANDIDATES], arrays[contract.CANDIDATE_SCORES]
                 )
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(contract.SCORES, scores)]))
             except Exception as error:  # noqa: BLE001 - one bad request must not fail the batch

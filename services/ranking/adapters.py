@@ -52,12 +52,13 @@ class TritonRanker:
             return False
 
     async def score(
-        self, history: np.ndarray, candidates: np.ndarray, candidate_scores: np.ndarray, timeout_s: float
+        self, history: np.ndarray, user: int, candidates: np.ndarray, candidate_scores: np.ndarray, timeout_s: float
     ) -> np.ndarray:
         if self._client is None:
             raise Unavailable("triton client is not open")
         arrays = {
             contract.HISTORY: history.astype(np.int32),
+            contract.USER: np.array([user], dtype=np.int32),
             contract.CANDIDATES: candidates.astype(np.int32),
             contract.CANDIDATE_SCORES: candidate_scores.astype(np.float32),
         }

@@ -14,7 +14,7 @@ from services.common.validation import MAX_K, check_id
 from trainer.layout import WORKFLOW_DIR
 from trainer.workflow import Workflow
 
-MODEL_NAME = "markov_blend"
+MODEL_NAME = "ranker_blend"
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Ranked:
 
 class RankerPort(Protocol):
     async def score(
-        self, history: np.ndarray, candidates: np.ndarray, candidate_scores: np.ndarray, timeout_s: float
+        self, history: np.ndarray, user: int, candidates: np.ndarray, candidate_scores: np.ndarray, timeout_s: float
     ) -> np.ndarray: ...
 
 
@@ -38,6 +38,7 @@ class RankingCore:
     async def rank(
         self,
         history: np.ndarray,
+        user_id: str,
         candidate_ids: Sequence[str],
         candidate_scores: Sequence[float],
         k: int,
@@ -52,8 +53,9 @@ class RankingCore:
         violations.raise_if_any()
 
         indices = self.workflow.items.encode(list(candidate_ids))
+        user = int(self.workflow.users.encode([user_id])[0])
         scores = await self.ranker.score(
-            history[history > 0], indices, np.asarray(candidate_scores, dtype=np.float32), timeout_s
+            history[history > 0], user, indices, np.asarray(candidate_scores, dtype=np.float32), timeout_s
         )
         order = np.argsort(-scores, kind="stable")[: k or len(scores)]
         return [Ranked(candidate_ids[i], float(scores[i])) for i in order]

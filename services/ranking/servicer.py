@@ -23,6 +23,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer, CoreSlot[RankingC
         history = history_indices(request.context, core.workflow, core.version)
         ranked = await core.rank(
             history,
+            request.context.user_id,
             [c.item_id for c in request.candidates],
             [c.score for c in request.candidates],
             request.k,

@@ -1,0 +1,234 @@
+"""Next-item rankers over time-ordered histories: GRU4Rec (Hidasi et al., ICLR 2016) and Caser (Tang & Wang,
+WSDM 2018). Keras 3 for training with a full softmax over the catalogue; the trained weights are exported as
+.npy arrays and run in numpy (inside Triton's python backend), where the sequence is encoded once per request
+and the candidates are scored against that state: cost grows with the candidates only by a dot product.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# ---------------------------------------------------------------- training data
+
+
+def gru_chunks(sequences: list[np.ndarray], length: int) -> np.ndarray:
+    """Each user's sequence cut into chunks of length+1 (inputs = chunk[:-1], targets = chunk[1:]), left-padded."""
+    rows = []
+    for sequence in sequences:
+        for end in range(len(sequence), 1, -length):
+            chunk = sequence[max(0, end - length - 1) : end]
+            rows.append(np.pad(chunk, (length + 1 - len(chunk), 0)))
+    return np.asarray(rows, dtype=np.int32).reshape(-1, length + 1)
+
+
+def caser_windows(sequences: list[np.ndarray], users: list[int], length: int) -> tuple[np.ndarray, ...]:
+    """(last `length` items before each position, user, next item) for every position after the first."""
+    windows, owners, targets = [], [], []
+    for sequence, user in zip(sequences, users, strict=True):
+        padded = np.pad(sequence, (length, 0))
+        for position in range(1, len(sequence)):
+            windows.append(padded[position : position + length])
+            owners.append(user)
+            targets.append(sequence[position])
+    return (
+        np.asarray(windows, np.int32).reshape(-1, length),
+        np.asarray(owners, np.int32),
+        np.asarray(targets, np.int32),
+    )
+
+
+# ---------------------------------------------------------------- GRU4Rec
+
+
+def train_gru4rec(
+    sequences: list[np.ndarray], n_items: int, config: dict[str, Any], seed: int
+) -> tuple[GRU4Rec, list[float]]:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    chunks = gru_chunks(sequences, config["max_length"])
+    inputs = keras.Input((config["max_length"],), dtype="int32")
+    embedded = keras.layers.Embedding(n_items, config["embedding"], mask_zero=True, name="items")(inputs)
+    embedded = keras.layers.Dropout(config["dropout"])(embedded)
+    states = keras.layers.GRU(config["units"], return_sequences=True, name="gru")(embedded)
+    logits = keras.layers.Dense(n_items, name="output")(states)
+    model = keras.Model(inputs, logits)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config["learning_rate"]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
+    )
+    history = model.fit(
+        chunks[:, :-1], chunks[:, 1:], batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True, verbose=0
+    )
+    embedding = model.get_layer("items").get_weights()[0]
+    kernel, recurrent, bias = model.get_layer("gru").get_weights()
+    out_kernel, out_bias = model.get_layer("output").get_weights()
+    return GRU4Rec(embedding, kernel, recurrent, bias, out_kernel, out_bias), [
+        float(v) for v in history.history["loss"]
+    ]
+
+
+@dataclass
+class GRU4Rec:
+    embedding: np.ndarray  # [n_items, e]
+    kernel: np.ndarray  # [e, 3u]  (z, r, h)
+    recurrent: np.ndarray  # [u, 3u]
+    bias: np.ndarray  # [2, 3u]  (input, recurrent): Keras' reset_after=True layout
+    out_kernel: np.ndarray  # [u, n_items]
+    out_bias: np.ndarray  # [n_items]
+    name: str = "gru4rec"
+
+    def state(self, history: np.ndarray, user: int = 0) -> np.ndarray:
+        units = self.recurrent.shape[0]
+        h = np.zeros(units, dtype=np.float32)
+        for item in history[history > 0]:
+            x = self.embedding[item] @ self.kernel + self.bias[0]
+            r_h = h @ self.recurrent + self.bias[1]
+            z = _sigmoid(x[:units] + r_h[:units])
+            r = _sigmoid(x[units : 2 * units] + r_h[units : 2 * units])
+            candidate = np.tanh(x[2 * units :] + r * r_h[2 * units :])
+            h = z * h + (1.0 - z) * candidate
+        return h.astype(np.float32)
+
+    def score(self, state: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        return (state @ self.out_kernel[:, candidates] + self.out_bias[candidates]).astype(np.float32)
+
+    def save(self, directory: Path) -> None:
+        _save(
+            directory,
+            self.name,
+            {k: getattr(self, k) for k in ("embedding", "kernel", "recurrent", "bias", "out_kernel", "out_bias")},
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> GRU4Rec:
+        arrays = _load(directory, "gru4rec")
+        return cls(
+            arrays["embedding"],
+            arrays["kernel"],
+            arrays["recurrent"],
+            arrays["bias"],
+            arrays["out_kernel"],
+            arrays["out_bias"],
+        )
+
+
+# ---------------------------------------------------------------- Caser
+
+
+def train_caser(
+    sequences: list[np.ndarray], users: list[int], n_items: int, n_users: int, config: dict[str, Any], seed: int
+) -> tuple[Caser, list[float]]:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    length, dim = config["length"], config["embedding"]
+    windows, owners, targets = caser_windows(sequences, users, length)
+    items_in = keras.Input((length,), dtype="int32")
+    user_in = keras.Input((), dtype="int32")
+    embedded = keras.layers.Embedding(n_items, dim, name="items")(items_in)  # [B, L, d]
+    image = keras.layers.Reshape((length, dim, 1))(embedded)
+    vertical = keras.layers.Conv2D(config["vertical_filters"], (length, 1), name="vertical")(image)
+    vertical = keras.layers.Flatten()(vertical)  # [B, d * n_v]
+    horizontal = []
+    for height in range(1, length + 1):
+        conv = keras.layers.Conv2D(
+            config["horizontal_filters"], (height, dim), activation="relu", name=f"horizontal{height}"
+        )(image)  # [B, L-h+1, 1, n_h]
+        horizontal.append(keras.layers.GlobalMaxPooling2D()(conv))
+    features = keras.layers.Concatenate()([vertical, *horizontal])
+    features = keras.layers.Dropout(config["dropout"])(features)
+    z = keras.layers.Dense(dim, activation="relu", name="hidden")(features)
+    user = keras.layers.Embedding(n_users, dim, name="users")(user_in)
+    logits = keras.layers.Dense(n_items, name="output")(keras.layers.Concatenate()([z, user]))
+    model = keras.Model([items_in, user_in], logits)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config["learning_rate"]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = model.fit(
+        [windows, owners], targets, batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True, verbose=0
+    )
+    weights = {
+        "embedding": model.get_layer("items").get_weights()[0],
+        "vertical_kernel": model.get_layer("vertical").get_weights()[0],
+        "vertical_bias": model.get_layer("vertical").get_weights()[1],
+        "hidden_kernel": model.get_layer("hidden").get_weights()[0],
+        "hidden_bias": model.get_layer("hidden").get_weights()[1],
+        "users": model.get_layer("users").get_weights()[0],
+        "out_kernel": model.get_layer("output").get_weights()[0],
+        "out_bias": model.get_layer("output").get_weights()[1],
+    }
+    for height in range(1, length + 1):
+        kernel, bias = model.get_layer(f"horizontal{height}").get_weights()
+        weights[f"horizontal{height}_kernel"], weights[f"horizontal{height}_bias"] = kernel, bias
+    return Caser(weights, length), [float(v) for v in history.history["loss"]]
+
+
+@dataclass
+class Caser:
+    weights: dict[str, np.ndarray]
+    length: int
+    name: str = "caser"
+
+    def state(self, history: np.ndarray, user: int = 0) -> np.ndarray:
+        w = self.weights
+        recent = history[history > 0][-self.length :]
+        window = np.pad(recent, (self.length - len(recent), 0))
+        e = w["embedding"][window]  # [L, d]
+        vertical = np.einsum("ld,lf->df", e, w["vertical_kernel"][:, 0, 0, :]) + w["vertical_bias"]  # [d, n_v]
+        parts = [vertical.reshape(-1)]
+        for height in range(1, self.length + 1):
+            kernel = w[f"horizontal{height}_kernel"][:, :, 0, :]  # [h, d, n_h]
+            steps = np.stack(
+                [np.einsum("hd,hdf->f", e[t : t + height], kernel) for t in range(self.length - height + 1)]
+            )
+            parts.append(np.maximum(steps + w[f"horizontal{height}_bias"], 0.0).max(axis=0))
+        z = np.maximum(np.concatenate(parts) @ w["hidden_kernel"] + w["hidden_bias"], 0.0)
+        user_vector = w["users"][user if 0 <= user < len(w["users"]) else 0]
+        return np.concatenate([z, user_vector]).astype(np.float32)
+
+    def score(self, state: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        w = self.weights
+        return (state @ w["out_kernel"][:, candidates] + w["out_bias"][candidates]).astype(np.float32)
+
+    def save(self, directory: Path) -> None:
+        _save(directory, self.name, self.weights, {"length": self.length})
+
+    @classmethod
+    def load(cls, directory: Path) -> Caser:
+        meta = json.loads((directory / "caser.json").read_text())
+        return cls(_load(directory, "caser"), int(meta["length"]))
+
+
+def _save(directory: Path, name: str, arrays: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for key, array in arrays.items():
+        np.save(directory / f"{name}.{key}.npy", np.asarray(array, np.float32), allow_pickle=False)
+    (directory / f"{name}.json").write_text(json.dumps({**(meta or {}), "arrays": sorted(arrays)}))
+
+
+def _load(directory: Path, name: str) -> dict[str, np.ndarray]:
+    meta = json.loads((directory / f"{name}.json").read_text())
+    return {key: np.load(directory / f"{name}.{key}.npy", allow_pickle=False) for key in meta["arrays"]}
+
+
+def softmax_over(scores: np.ndarray) -> np.ndarray:
+    """A probability over the candidates (what the blend combines)."""
+    shifted = np.exp(scores - scores.max()) if len(scores) else scores
+    total = float(shifted.sum())
+    return shifted / total if total > 0 and math.isfinite(total) else np.zeros_like(scores)
