@@ -54,13 +54,10 @@ def caser_windows(sequences: list[np.ndarray], users: list[int], length: int) ->
 # ---------------------------------------------------------------- GRU4Rec
 
 
-def train_gru4rec(
-    sequences: list[np.ndarray], n_items: int, config: dict[str, Any], seed: int
-) -> tuple[GRU4Rec, list[float]]:
+def build_gru4rec(n_items: int, config: dict[str, Any]) -> Any:
+    """Embedding (0 is padding, masked) -> GRU over the sequence -> logits over the catalogue at every step."""
     import keras
 
-    keras.utils.set_random_seed(seed)
-    chunks = gru_chunks(sequences, config["max_length"])
     inputs = keras.Input((config["max_length"],), dtype="int32")
     embedded = keras.layers.Embedding(n_items, config["embedding"], mask_zero=True, name="items")(inputs)
     embedded = keras.layers.Dropout(config["dropout"])(embedded)
@@ -71,15 +68,22 @@ def train_gru4rec(
         optimizer=keras.optimizers.Adam(config["learning_rate"]),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
     )
+    return model
+
+
+def train_gru4rec(
+    sequences: list[np.ndarray], n_items: int, config: dict[str, Any], seed: int
+) -> tuple[GRU4Rec, list[float]]:
+    """Next-item prediction at every position of each user's sequence (full softmax cross-entropy)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    chunks = gru_chunks(sequences, config["max_length"])
+    model = build_gru4rec(n_items, config)
     history = model.fit(
         chunks[:, :-1], chunks[:, 1:], batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True, verbose=0
     )
-    embedding = model.get_layer("items").get_weights()[0]
-    kernel, recurrent, bias = model.get_layer("gru").get_weights()
-    out_kernel, out_bias = model.get_layer("output").get_weights()
-    return GRU4Rec(embedding, kernel, recurrent, bias, out_kernel, out_bias), [
-        float(v) for v in history.history["loss"]
-    ]
+    return GRU4Rec.from_model(model), [float(v) for v in history.history["loss"]]
 
 
 @dataclass
@@ -91,6 +95,13 @@ class GRU4Rec:
     out_kernel: np.ndarray  # [u, n_items]
     out_bias: np.ndarray  # [n_items]
     name: str = "gru4rec"
+
+    @classmethod
+    def from_model(cls, model: Any) -> GRU4Rec:
+        embedding = model.get_layer("items").get_weights()[0]
+        kernel, recurrent, bias = model.get_layer("gru").get_weights()
+        out_kernel, out_bias = model.get_layer("output").get_weights()
+        return cls(embedding, kernel, recurrent, bias, out_kernel, out_bias)
 
     def state(self, history: np.ndarray, user: int = 0) -> np.ndarray:
         units = self.recurrent.shape[0]
@@ -130,28 +141,29 @@ class GRU4Rec:
 # ---------------------------------------------------------------- Caser
 
 
-def train_caser(
-    sequences: list[np.ndarray], users: list[int], n_items: int, n_users: int, config: dict[str, Any], seed: int
-) -> tuple[Caser, list[float]]:
+def build_caser(n_items: int, n_users: int, config: dict[str, Any]) -> Any:
+    """The last L item embeddings as an L x d image: vertical convolutions (weighted sums of the L rows) and
+    horizontal ones of every height 1..L (max-pooled over time), a dense layer, the user embedding beside
+    it, then logits over the catalogue."""
     import keras
 
-    keras.utils.set_random_seed(seed)
     length, dim = config["length"], config["embedding"]
-    windows, owners, targets = caser_windows(sequences, users, length)
     items_in = keras.Input((length,), dtype="int32")
     user_in = keras.Input((), dtype="int32")
-    embedded = keras.layers.Embedding(n_items, dim, name="items")(items_in)  # [B, L, d]
+    embedded = keras.layers.Embedding(n_items, dim, name="items")(items_in)
     image = keras.layers.Reshape((length, dim, 1))(embedded)
-    vertical = keras.layers.Conv2D(config["vertical_filters"], (length, 1), name="vertical")(image)
-    vertical = keras.layers.Flatten()(vertical)  # [B, d * n_v]
-    horizontal = []
-    for height in range(1, length + 1):
-        conv = keras.layers.Conv2D(
-            config["horizontal_filters"], (height, dim), activation="relu", name=f"horizontal{height}"
-        )(image)  # [B, L-h+1, 1, n_h]
-        horizontal.append(keras.layers.GlobalMaxPooling2D()(conv))
-    features = keras.layers.Concatenate()([vertical, *horizontal])
-    features = keras.layers.Dropout(config["dropout"])(features)
+    vertical = keras.layers.Flatten()(
+        keras.layers.Conv2D(config["vertical_filters"], (length, 1), name="vertical")(image)
+    )
+    horizontal = [
+        keras.layers.GlobalMaxPooling2D()(
+            keras.layers.Conv2D(
+                config["horizontal_filters"], (height, dim), activation="relu", name=f"horizontal{height}"
+            )(image)
+        )
+        for height in range(1, length + 1)
+    ]
+    features = keras.layers.Dropout(config["dropout"])(keras.layers.Concatenate()([vertical, *horizontal]))
     z = keras.layers.Dense(dim, activation="relu", name="hidden")(features)
     user = keras.layers.Embedding(n_users, dim, name="users")(user_in)
     logits = keras.layers.Dense(n_items, name="output")(keras.layers.Concatenate()([z, user]))
@@ -160,23 +172,22 @@ def train_caser(
         optimizer=keras.optimizers.Adam(config["learning_rate"]),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
+    return model
+
+
+def train_caser(
+    sequences: list[np.ndarray], users: list[int], n_items: int, n_users: int, config: dict[str, Any], seed: int
+) -> tuple[Caser, list[float]]:
+    """Next-item prediction from every window of L items (full softmax cross-entropy)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    windows, owners, targets = caser_windows(sequences, users, config["length"])
+    model = build_caser(n_items, n_users, config)
     history = model.fit(
         [windows, owners], targets, batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True, verbose=0
     )
-    weights = {
-        "embedding": model.get_layer("items").get_weights()[0],
-        "vertical_kernel": model.get_layer("vertical").get_weights()[0],
-        "vertical_bias": model.get_layer("vertical").get_weights()[1],
-        "hidden_kernel": model.get_layer("hidden").get_weights()[0],
-        "hidden_bias": model.get_layer("hidden").get_weights()[1],
-        "users": model.get_layer("users").get_weights()[0],
-        "out_kernel": model.get_layer("output").get_weights()[0],
-        "out_bias": model.get_layer("output").get_weights()[1],
-    }
-    for height in range(1, length + 1):
-        kernel, bias = model.get_layer(f"horizontal{height}").get_weights()
-        weights[f"horizontal{height}_kernel"], weights[f"horizontal{height}_bias"] = kernel, bias
-    return Caser(weights, length), [float(v) for v in history.history["loss"]]
+    return Caser.from_model(model, config["length"]), [float(v) for v in history.history["loss"]]
 
 
 @dataclass
@@ -184,6 +195,23 @@ class Caser:
     weights: dict[str, np.ndarray]
     length: int
     name: str = "caser"
+
+    @classmethod
+    def from_model(cls, model: Any, length: int) -> Caser:
+        weights = {
+            "embedding": model.get_layer("items").get_weights()[0],
+            "vertical_kernel": model.get_layer("vertical").get_weights()[0],
+            "vertical_bias": model.get_layer("vertical").get_weights()[1],
+            "hidden_kernel": model.get_layer("hidden").get_weights()[0],
+            "hidden_bias": model.get_layer("hidden").get_weights()[1],
+            "users": model.get_layer("users").get_weights()[0],
+            "out_kernel": model.get_layer("output").get_weights()[0],
+            "out_bias": model.get_layer("output").get_weights()[1],
+        }
+        for height in range(1, length + 1):
+            kernel, bias = model.get_layer(f"horizontal{height}").get_weights()
+            weights[f"horizontal{height}_kernel"], weights[f"horizontal{height}_bias"] = kernel, bias
+        return cls(weights, length)
 
     def state(self, history: np.ndarray, user: int = 0) -> np.ndarray:
         w = self.weights
