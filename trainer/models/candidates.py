@@ -35,7 +35,8 @@ class CandidateModel(Protocol):
         recent: the last max_history item indices, oldest first; seen: every item index of the user."""
 
 
-def _normalised(scores: np.ndarray) -> np.ndarray:
+def shares(scores: np.ndarray) -> np.ndarray:
+    """Non-negative scores as shares of their sum (all zeros when they sum to nothing)."""
     total = float(scores.sum())
     return scores / total if total > 0 else np.zeros_like(scores)
 
@@ -56,9 +57,9 @@ class AutoencoderCandidates:
             return np.zeros(self.scorer.size, dtype=np.float64)
         logits = self.scorer.score(seen).astype(np.float64)
         logits -= logits.max()
-        probabilities = _normalised(np.exp(logits))
+        probabilities = shares(np.exp(logits))
         if self.transfer is not None:
-            probabilities = _normalised(self.transfer.apply(probabilities))
+            probabilities = shares(self.transfer.apply(probabilities))
         return probabilities
 
 
@@ -71,7 +72,7 @@ class ItemKNNCandidates:
         self.model.save(models_dir)
 
     def probabilities(self, recent: np.ndarray, seen: np.ndarray) -> np.ndarray:
-        return _normalised(self.model.score(recent).astype(np.float64))
+        return shares(self.model.score(recent).astype(np.float64))
 
 
 def load_candidate_model(models_dir: Path, config: dict[str, Any]) -> CandidateModel:
@@ -86,7 +87,7 @@ def candidate_scores(
 ) -> np.ndarray:
     """alpha * model + (1 - alpha) * popularity, alpha = n / (n + shrinkage) for a user with n known items."""
     known = int(np.count_nonzero(np.unique(seen[seen > 0])))
-    popular = _normalised(popularity.astype(np.float64))
+    popular = shares(popularity.astype(np.float64))
     model_scores = model.probabilities(recent, seen)
     alpha = known / (known + shrinkage) if known + shrinkage > 0 else 1.0
     if not model_scores.any():
@@ -106,7 +107,7 @@ class CandidateScorer:
     index: ItemIndex | None = None
 
     def __post_init__(self) -> None:
-        self.popular_probabilities = _normalised(self.popularity.astype(np.float64))
+        self.popular_probabilities = shares(self.popularity.astype(np.float64))
         # Most popular first; ties by index, as in top_n.
         self.popular_order = np.lexsort((np.arange(len(self.popularity)), -self.popularity))
         # Item rows [W[:, j], b[j]] contiguous, so gathering a pool of items is cheap.

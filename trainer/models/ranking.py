@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.evaluation import hit_rate_ndcg
+from trainer.models.candidates import shares
 from trainer.models.markov import Markov
 from trainer.models.sequential import Caser, GRU4Rec, softmax_over
 
@@ -20,9 +21,7 @@ WEIGHTS_FILE = "ranker.json"
 
 
 def _share(values: np.ndarray) -> np.ndarray:
-    values = np.maximum(values.astype(np.float64), 0.0)
-    total = float(values.sum())
-    return values / total if total > 0 else np.zeros_like(values)
+    return shares(np.maximum(values.astype(np.float64), 0.0))
 
 
 @dataclass
