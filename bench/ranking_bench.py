@@ -100,9 +100,9 @@ def main() -> None:
                         (contract.CANDIDATE_SCORES, scores),
                     ):
                         tensor = triton_grpc.InferInput(
-                            name, list(array.shape), contract.wire_type(contract.INPUTS[name][0])
+                            name, [1, len(array)], contract.wire_type(contract.INPUTS[name][0])
                         )
-                        tensor.set_data_from_numpy(array)
+                        tensor.set_data_from_numpy(array[None, :])
                         inputs.append(tensor)
                     return client.infer(contract.RANKER_MODEL, inputs)
 

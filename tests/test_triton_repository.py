@@ -40,6 +40,9 @@ def test_config_parses_back_with_the_shared_tensor_names(repository: Path) -> No
     }
     assert [o.name for o in config.output] == [contract.SCORES]
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert config.max_batch_size == contract.MAX_BATCH_SIZE
+    assert all(i.allow_ragged_batch for i in config.input)
+    assert config.dynamic_batching.max_queue_delay_microseconds == contract.MAX_QUEUE_DELAY_US
     assert (repository / contract.RANKER_MODEL / "1" / "model.py").read_text().count("RankerModel") == 1
 
 
@@ -63,10 +66,10 @@ def infer(client: triton_grpc.InferenceServerClient, history, candidates, scores
         (contract.CANDIDATES, np.asarray(candidates, np.int32)),
         (contract.CANDIDATE_SCORES, np.asarray(scores, np.float32)),
     ):
-        tensor = triton_grpc.InferInput(name, list(array.shape), contract.wire_type(contract.INPUTS[name][0]))
-        tensor.set_data_from_numpy(array)
+        tensor = triton_grpc.InferInput(name, [1, len(array)], contract.wire_type(contract.INPUTS[name][0]))
+        tensor.set_data_from_numpy(array[None, :])
         inputs.append(tensor)
-    return client.infer(contract.RANKER_MODEL, inputs).as_numpy(contract.SCORES)
+    return client.infer(contract.RANKER_MODEL, inputs).as_numpy(contract.SCORES)[0]
 
 
 def test_triton_scores_equal_the_in_process_model(triton: triton_grpc.InferenceServerClient) -> None:
@@ -75,6 +78,21 @@ def test_triton_scores_equal_the_in_process_model(triton: triton_grpc.InferenceS
     ranker = Ranker(fitted_markov(), weights={"candidates": 0.4, "markov": 0.6})
     expected = ranker.score(history, 0, candidates, candidate_scores)
     np.testing.assert_allclose(infer(triton, history, candidates, candidate_scores), expected, rtol=1e-6)
+
+
+def test_concurrent_requests_of_different_lengths_come_back_to_their_callers(
+    triton: triton_grpc.InferenceServerClient,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ranker = Ranker(fitted_markov(), weights={"candidates": 0.4, "markov": 0.6})
+    cases = [
+        (np.array([1, 2]), np.arange(1, 2 + n % 6), np.linspace(1, 0, 1 + n % 6).astype(np.float32)) for n in range(24)
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda case: infer(triton, *case), cases))
+    for (history, candidates, scores), answer in zip(cases, answers, strict=True):
+        np.testing.assert_allclose(answer, ranker.score(history, 0, candidates, scores), rtol=1e-6)
 
 
 def test_a_bad_request_is_refused_and_the_model_stays_up(triton: triton_grpc.InferenceServerClient) -> None:

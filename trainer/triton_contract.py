@@ -6,6 +6,8 @@ from __future__ import annotations
 REPOSITORY_DIR = "triton"
 RANKER_MODEL = "ranker"
 MAX_BATCH_SIZE = 64
+# How long the dynamic batcher may hold a request to group it with others.
+MAX_QUEUE_DELAY_US = 300
 
 # Inputs: the user's recent item indices (oldest first), the user's index (0 when unknown), the candidates'
 # item indices and their scores from the candidate stage. Output: one ranking score per candidate.
@@ -15,6 +17,7 @@ CANDIDATES = "CANDIDATES"
 CANDIDATE_SCORES = "CANDIDATE_SCORES"
 SCORES = "SCORES"
 
+# Every tensor travels with a leading batch dimension of 1: shape [1, n].
 # name -> (Triton data type, numpy dtype name)
 INPUTS = {
     HISTORY: ("TYPE_INT32", "int32"),

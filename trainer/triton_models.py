@@ -23,14 +23,18 @@ class RankerModel:
         responses = []
         for request in requests:
             try:
-                arrays = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in contract.INPUTS}
+                # One request is one user: batch dimension 1, dropped here and restored on the output.
+                arrays = {
+                    name: pb_utils.get_input_tensor_by_name(request, name).as_numpy().reshape(-1)
+                    for name in contract.INPUTS
+                }
                 if arrays[contract.CANDIDATES].shape != arrays[contract.CANDIDATE_SCORES].shape:
                     raise ValueError("CANDIDATES and CANDIDATE_SCORES must have the same length")
-                user = int(arrays[contract.USER].reshape(-1)[0]) if arrays[contract.USER].size else 0
+                user = int(arrays[contract.USER][0]) if arrays[contract.USER].size else 0
                 scores = self.ranker.score(
                     arrays[contract.HISTORY], user, arrays[contract.CANDIDATES], arrays[contract.CANDIDATE_SCORES]
                 )
-                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(contract.SCORES, scores)]))
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(contract.SCORES, scores[None, :])]))
             except Exception as error:  # noqa: BLE001 - one bad request must not fail the batch
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error))))
         return responses

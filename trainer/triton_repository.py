@@ -23,13 +23,15 @@ from trainer.triton_models import RankerModel as TritonPythonModel  # noqa: F401
 
 
 def ranker_config(instances: int = 1) -> mc.ModelConfig:
-    config = mc.ModelConfig(name=contract.RANKER_MODEL, backend="python", max_batch_size=0)
+    """Every input and output has a batch dimension of 1 per request ([1, n]). Requests carry candidate lists
+    of different lengths, so the inputs allow ragged batches: the dynamic batcher hands concurrent requests
+    to one execute() call without padding them to a common shape."""
+    config = mc.ModelConfig(name=contract.RANKER_MODEL, backend="python", max_batch_size=contract.MAX_BATCH_SIZE)
     for name, (data_type, _) in contract.INPUTS.items():
-        config.input.add(name=name, data_type=mc.DataType.Value(data_type), dims=[-1])
+        config.input.add(name=name, data_type=mc.DataType.Value(data_type), dims=[-1], allow_ragged_batch=True)
     for name, (data_type, _) in contract.OUTPUTS.items():
         config.output.add(name=name, data_type=mc.DataType.Value(data_type), dims=[-1])
-    # Each request carries its own variable-length candidate list; max_batch_size 0 lets Triton pass requests
-    # through as they come (several per execute() call when they queue up).
+    config.dynamic_batching.max_queue_delay_microseconds = contract.MAX_QUEUE_DELAY_US
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=instances)
     return config
 

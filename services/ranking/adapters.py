@@ -64,8 +64,9 @@ class TritonRanker:
         }
         inputs = []
         for name, array in arrays.items():
-            tensor = triton_grpc.InferInput(name, list(array.shape), contract.wire_type(contract.INPUTS[name][0]))
-            tensor.set_data_from_numpy(array)
+            batch = array[None, :]  # batch dimension: one request, one user
+            tensor = triton_grpc.InferInput(name, list(batch.shape), contract.wire_type(contract.INPUTS[name][0]))
+            tensor.set_data_from_numpy(batch)
             inputs.append(tensor)
         outputs = [triton_grpc.InferRequestedOutput(contract.SCORES)]
         try:
@@ -73,6 +74,7 @@ class TritonRanker:
         except InferenceServerException as error:
             raise domain_error(error) from None
         scores = result.as_numpy(contract.SCORES)
+        scores = scores.reshape(-1) if scores is not None else None
         if scores is None or scores.shape != candidates.shape:
             raise Unavailable("triton answered without one score per candidate")
         return scores
