@@ -82,17 +82,22 @@ def load_candidate_model(models_dir: Path, config: dict[str, Any]) -> CandidateM
     return ItemKNNCandidates(ItemKNN.load(models_dir, config["item_knn"]["recency_decay"]))
 
 
+def history_weight(seen: np.ndarray, shrinkage: float) -> float:
+    """alpha = n / (n + shrinkage) for a user with n known items: how much the model counts against popularity."""
+    known = int(np.count_nonzero(np.unique(seen[seen > 0])))
+    return known / (known + shrinkage) if known + shrinkage > 0 else 1.0
+
+
+def _blend(model_scores: np.ndarray, seen: np.ndarray, popular: np.ndarray, shrinkage: float) -> np.ndarray:
+    alpha = history_weight(seen, shrinkage) if model_scores.any() else 0.0
+    return (alpha * model_scores + (1.0 - alpha) * popular + TIE_BREAK * popular).astype(np.float64)
+
+
 def candidate_scores(
     model: CandidateModel, recent: np.ndarray, seen: np.ndarray, popularity: np.ndarray, shrinkage: float
 ) -> np.ndarray:
-    """alpha * model + (1 - alpha) * popularity, alpha = n / (n + shrinkage) for a user with n known items."""
-    known = int(np.count_nonzero(np.unique(seen[seen > 0])))
-    popular = shares(popularity.astype(np.float64))
-    model_scores = model.probabilities(recent, seen)
-    alpha = known / (known + shrinkage) if known + shrinkage > 0 else 1.0
-    if not model_scores.any():
-        alpha = 0.0
-    return (alpha * model_scores + (1.0 - alpha) * popular + TIE_BREAK * popular).astype(np.float64)
+    """alpha * model + (1 - alpha) * popularity over the whole catalogue (see history_weight)."""
+    return _blend(model.probabilities(recent, seen), seen, shares(popularity.astype(np.float64)), shrinkage)
 
 
 @dataclass
@@ -125,7 +130,8 @@ class CandidateScorer:
         """(item indices, scores) best first; never index 0, a seen or an excluded item."""
         excluded = seen if exclude is None else np.concatenate([seen, exclude])
         if self.index is None or not isinstance(self.model, AutoencoderCandidates) or not np.any(seen > 0):
-            scores = candidate_scores(self.model, recent, seen, self.popularity, self.shrinkage)
+            # Popularity's shares are computed once, not per request.
+            scores = _blend(self.model.probabilities(recent, seen), seen, self.popular_probabilities, self.shrinkage)
             best = top_n(scores, n, excluded)
             return best, scores[best]
         scorer = self.model.scorer
@@ -157,8 +163,7 @@ class CandidateScorer:
             model_probabilities[is_cold] = transfer.content_weight * np.where(
                 total > 0, (weights * borrowed).sum(axis=1) / np.where(total > 0, total, 1.0), 0.0
             )
-        known = int(np.count_nonzero(np.unique(seen[seen > 0])))
-        alpha = known / (known + self.shrinkage) if known + self.shrinkage > 0 else 1.0
+        alpha = history_weight(seen, self.shrinkage)
         popular = self.popular_probabilities[pool]
         scores = alpha * model_probabilities + (1.0 - alpha) * popular + TIE_BREAK * popular
         order = np.lexsort((pool, -scores))[:n]
