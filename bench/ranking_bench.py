@@ -1,6 +1,7 @@
 """Ranking benchmark: the ranker (GRU4Rec + Caser + Markov + candidate score) for 10, 100 and 500 candidates,
-called three ways in the same run: in-process (numpy), on Triton directly (tritonclient), and through the
-ranking service over gRPC (service -> Triton). The Triton and gRPC overheads are ratios to in-process.
+called four ways in the same run: in-process (numpy, what the CPU python backend runs), its ONNX graph
+in-process (onnxruntime on CPU, what the GPU configurations serve), on Triton directly (tritonclient), and
+through the ranking service over gRPC (service -> Triton). Every row is also a ratio to in-process numpy.
 
     .venv/bin/python bench/ranking_bench.py --artifacts ARTIFACTS [--requests 500]
 """
@@ -28,6 +29,7 @@ from services.launcher.triton import TritonServer  # noqa: E402
 from trainer import triton_contract as contract  # noqa: E402
 from trainer.artifacts import resolve_version  # noqa: E402
 from trainer.models.ranking import Ranker  # noqa: E402
+from trainer.ranker_onnx import MODEL_FILE as ONNX_MODEL_FILE  # noqa: E402
 from trainer.triton_repository import MODEL_VERSION  # noqa: E402
 from trainer.workflow import Workflow  # noqa: E402
 
@@ -56,7 +58,13 @@ def main() -> None:
 
     version = resolve_version(args.artifacts)
     workflow = Workflow.load(version / "workflow")
-    ranker = Ranker.load(version / contract.REPOSITORY_DIR / contract.RANKER_MODEL / MODEL_VERSION)
+    import onnxruntime as ort
+
+    model_dir = version / contract.REPOSITORY_DIR / contract.RANKER_MODEL / MODEL_VERSION
+    ranker = Ranker.load(model_dir)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    onnx_session = ort.InferenceSession(str(model_dir / ONNX_MODEL_FILE), options, providers=["CPUExecutionProvider"])
     histories = pd.read_parquet(version / "histories.parquet")
     users = [(str(u), g["item_id"].astype(str).tolist()[-50:]) for u, g in histories.groupby("user_id", sort=False)]
     rng = np.random.default_rng(0)
@@ -90,6 +98,18 @@ def main() -> None:
                     user, _, history, candidates, scores = cases[i]
                     return ranker.score(history, int(workflow.users.encode([user])[0]), candidates, scores)
 
+                def onnx_in_process(i: int, cases: list = cases) -> object:  # type: ignore[type-arg]
+                    user, _, history, candidates, scores = cases[i]
+                    feeds = {
+                        contract.HISTORY: contract.pad_to_bucket(
+                            history.astype(np.int32), contract.HISTORY_BUCKET, front=True
+                        )[None, :],
+                        contract.USER: workflow.users.encode([user]).astype(np.int32)[None, :],
+                        contract.CANDIDATES: contract.pad_to_bucket(candidates, contract.CANDIDATE_BUCKET)[None, :],
+                        contract.CANDIDATE_SCORES: contract.pad_to_bucket(scores, contract.CANDIDATE_BUCKET)[None, :],
+                    }
+                    return onnx_session.run([contract.SCORES], feeds)
+
                 def on_triton(i: int, cases: list = cases) -> object:  # type: ignore[type-arg]
                     user, _, history, candidates, scores = cases[i]
                     inputs = []
@@ -122,6 +142,7 @@ def main() -> None:
                     return stub.Rank(request, timeout=5)
 
                 results[f"{n} in-process"] = percentiles(in_process, args.requests)
+                results[f"{n} onnx in-process"] = percentiles(onnx_in_process, args.requests)
                 results[f"{n} triton"] = percentiles(on_triton, args.requests)
                 results[f"{n} ranking service"] = percentiles(through_service, args.requests)
             channel.close()
@@ -134,7 +155,7 @@ def main() -> None:
     print(f"\nranking latency, {args.requests} sequential requests per row (2-core machine)")
     for n in (10, 100, 500):
         base = results[f"{n} in-process"]
-        for way in ("in-process", "triton", "ranking service"):
+        for way in ("in-process", "onnx in-process", "triton", "ranking service"):
             row = results[f"{n} {way}"]
             print(
                 f"{n:4d} candidates  {way:16}p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms"

@@ -65,6 +65,11 @@ def test_train_writes_a_version(demo_dir: Path, tmp_path: Path) -> None:
     assert "artefacts written:" in output
     assert version_dir.name in output
     assert "data: " in output and " interactions, 200 users," in output
+    # The ranker ships for GPUs too; a deployment configuration it lacks is refused before anything starts.
+    assert (version_dir / "triton" / "ranker" / "1" / "model.onnx").is_file()
+    refused = invoke("serve", "--artifacts", out, "--port", "0", "--triton-config", "tpu")
+    assert refused.exit_code == 2, refused.output
+    assert "'tpu'" in text(refused) and "['gpu', 'gpu-cuda']" in text(refused)
 
 
 def test_train_with_config_override(demo_dir: Path, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def fitted_markov() -> Markov:
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("triton") / "repository"
-    Ranker(fitted_markov(), weights={"candidates": 0.4, "markov": 0.6}).save(write_ranker(root))
+    write_ranker(root, Ranker(fitted_markov(), weights={"candidates": 0.4, "markov": 0.6}))
     return root
 
 

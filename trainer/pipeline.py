@@ -324,7 +324,7 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         # The rankers trained during validation, with the Markov chain refitted on all data.
         ranker = validation.ranker or Ranker(models.markov)
         ranker.markov = models.markov
-        ranker.save(write_ranker(staging / REPOSITORY_DIR))
+        write_ranker(staging / REPOSITORY_DIR, ranker)
         curves = {"validation": validation.curves, "final": models.autoencoder.curves if models.autoencoder else {}}
         if validation.curves:
             plot_curves(curves, staging / CURVES_PNG)

@@ -3,6 +3,8 @@ ranking models' tensors."""
 
 from __future__ import annotations
 
+import numpy as np
+
 REPOSITORY_DIR = "triton"
 RANKER_MODEL = "ranker"
 MAX_BATCH_SIZE = 64
@@ -17,7 +19,12 @@ CANDIDATES = "CANDIDATES"
 CANDIDATE_SCORES = "CANDIDATE_SCORES"
 SCORES = "SCORES"
 
-# Every tensor travels with a leading batch dimension of 1: shape [1, n].
+# Every tensor travels with a leading batch dimension of 1: shape [1, n]. The ranking service pads HISTORY
+# and CANDIDATES (and CANDIDATE_SCORES) with zeros to the next multiple of these, so that requests share a
+# few shapes: GPU configurations batch only requests of equal shapes. Index 0 is padding to every model.
+HISTORY_BUCKET = 16
+CANDIDATE_BUCKET = 32
+
 # name -> (Triton data type, numpy dtype name)
 INPUTS = {
     HISTORY: ("TYPE_INT32", "int32"),
@@ -31,3 +38,10 @@ OUTPUTS = {SCORES: ("TYPE_FP32", "float32")}
 def wire_type(triton_type: str) -> str:
     """TYPE_INT32 -> INT32, as tritonclient's InferInput wants it."""
     return triton_type.removeprefix("TYPE_")
+
+
+def pad_to_bucket(values: np.ndarray, bucket: int, front: bool = False) -> np.ndarray:
+    """Zeros added (in front, or behind) up to the next multiple of bucket; at least one bucket."""
+    size = max(bucket, -(-len(values) // bucket) * bucket)
+    padding = (size - len(values), 0) if front else (0, size - len(values))
+    return np.pad(values, padding)

@@ -1,9 +1,15 @@
-"""The Triton model repository inside an artefact version: config.pbtxt written from tritonclient's
-model_config_pb2, and the python-backend model that runs the ranking models on CPU.
+"""The Triton model repository inside an artefact version, every config.pbtxt written from tritonclient's
+model_config_pb2:
 
-    triton/ranker/config.pbtxt
-    triton/ranker/1/model.py        imports the model class from this package
-    triton/ranker/1/*.npy, *.json   the weights it serves
+    triton/ranker/config.pbtxt          default: python backend on CPU (the tritonserver of the
+                                        nvidia-pytriton wheel has only that backend)
+    triton/ranker/configs/gpu.pbtxt     onnxruntime on GPU with TensorRT   (--model-config-name=gpu)
+    triton/ranker/configs/gpu-cuda.pbtxt onnxruntime on GPU, CUDA kernels only (--model-config-name=gpu-cuda)
+    triton/ranker/1/model.py            imports the python backend's model class from this package
+    triton/ranker/1/*.npy, *.json       the weights it serves
+    triton/ranker/1/model.onnx          the same ranker as one ONNX graph (trainer.ranker_onnx)
+
+A deployment picks its configuration by name; all of them serve the same tensors (triton_contract).
 """
 
 from __future__ import annotations
@@ -14,12 +20,25 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from trainer import triton_contract as contract
+from trainer.models.ranking import Ranker
+from trainer.ranker_onnx import MODEL_FILE as ONNX_MODEL_FILE
+from trainer.ranker_onnx import write_ranker_onnx
 
 MODEL_VERSION = "1"
 MODEL_PY = '''"""Triton python-backend entry point; the model lives in the recsys package."""
 
 from trainer.triton_models import RankerModel as TritonPythonModel  # noqa: F401
 '''
+
+
+CONFIGS_DIR = "configs"
+# Deployment configurations: name -> GPU execution accelerator (None: onnxruntime's CUDA provider only).
+GPU_CONFIGS: dict[str, str | None] = {"gpu": "tensorrt", "gpu-cuda": None}
+# TensorRT engines are built per input shape range and cached here, so a restart does not rebuild them.
+TENSORRT_CACHE = "/tmp/recsys-tensorrt-cache"
+# Warm-up shapes: TensorRT builds its engine before the model reports ready, not on the first request.
+WARMUP_HISTORY = 64
+WARMUP_CANDIDATES = 512
 
 
 def ranker_config(instances: int = 1) -> mc.ModelConfig:
@@ -36,10 +55,51 @@ def ranker_config(instances: int = 1) -> mc.ModelConfig:
     return config
 
 
-def write_config(config: mc.ModelConfig, directory: Path) -> Path:
+def gpu_ranker_config(accelerator: str | None, instances: int = 1) -> mc.ModelConfig:
+    """The ONNX ranker on every visible GPU. Its inputs are not ragged: the dynamic batcher groups requests
+    of equal shapes, which the ranking service makes common by padding to fixed buckets
+    (triton_contract.HISTORY_BUCKET, CANDIDATE_BUCKET)."""
+    config = mc.ModelConfig(
+        name=contract.RANKER_MODEL,
+        platform="onnxruntime_onnx",
+        default_model_filename=ONNX_MODEL_FILE,
+        max_batch_size=contract.MAX_BATCH_SIZE,
+    )
+    for name, (data_type, _) in contract.INPUTS.items():
+        config.input.add(name=name, data_type=mc.DataType.Value(data_type), dims=[-1])
+    for name, (data_type, _) in contract.OUTPUTS.items():
+        config.output.add(name=name, data_type=mc.DataType.Value(data_type), dims=[-1])
+    config.dynamic_batching.max_queue_delay_microseconds = contract.MAX_QUEUE_DELAY_US
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=instances)
+    if accelerator == "tensorrt":
+        tensorrt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        # FP32: the blend's weights were fitted on FP32 scores; FP16 would reorder close candidates.
+        tensorrt.parameters["precision_mode"] = "FP32"
+        tensorrt.parameters["max_workspace_size_bytes"] = str(1 << 30)
+        tensorrt.parameters["trt_engine_cache_enable"] = "1"
+        tensorrt.parameters["trt_engine_cache_path"] = TENSORRT_CACHE
+    elif accelerator is not None:
+        raise ValueError(f"unknown GPU accelerator {accelerator!r}")
+    warmup = config.model_warmup.add(name="padded_request", batch_size=1)
+    shapes = {
+        contract.HISTORY: WARMUP_HISTORY,
+        contract.USER: 1,
+        contract.CANDIDATES: WARMUP_CANDIDATES,
+        contract.CANDIDATE_SCORES: WARMUP_CANDIDATES,
+    }
+    for name, (data_type, _) in contract.INPUTS.items():
+        warmup.inputs[name].data_type = mc.DataType.Value(data_type)
+        warmup.inputs[name].dims.append(shapes[name])
+        warmup.inputs[name].zero_data = True
+    return config
+
+
+def write_config(config: mc.ModelConfig, directory: Path, file_name: str = "config.pbtxt") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "config.pbtxt"
-    path.write_text(text_format.MessageToString(config))
+    path = directory / file_name
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text_format.MessageToString(config))
+    partial.replace(path)
     return path
 
 
@@ -47,12 +107,16 @@ def read_config(path: Path) -> mc.ModelConfig:
     return text_format.Parse(path.read_text(), mc.ModelConfig())
 
 
-def write_ranker(repository: Path) -> Path:
-    """The ranker's config and version directory (with model.py); returns the version directory, where the
-    caller writes the weights."""
+def write_ranker(repository: Path, ranker: Ranker) -> Path:
+    """The ranker's configurations and its version directory: model.py with the weights it loads, and the
+    ONNX graph. Returns the version directory."""
     model_dir = repository / contract.RANKER_MODEL
     write_config(ranker_config(), model_dir)
+    for name, accelerator in GPU_CONFIGS.items():
+        write_config(gpu_ranker_config(accelerator), model_dir / CONFIGS_DIR, f"{name}.pbtxt")
     version = model_dir / MODEL_VERSION
     version.mkdir(parents=True, exist_ok=True)
     (version / "model.py").write_text(MODEL_PY)
+    ranker.save(version)
+    write_ranker_onnx(ranker, version)
     return version

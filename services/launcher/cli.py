@@ -114,15 +114,36 @@ def train(
     run_training(interactions, items, users, movielens, config, out)
 
 
-def _start_suite(artifacts: Path, port: int, host: str, state_dir: Path | None, redis_url: str | None = None) -> Suite:
+def _start_suite(
+    artifacts: Path,
+    port: int,
+    host: str,
+    state_dir: Path | None,
+    redis_url: str | None = None,
+    triton_config: str | None = None,
+) -> Suite:
     from trainer.artifacts import ArtifactError, resolve_version
+    from trainer.triton_contract import RANKER_MODEL, REPOSITORY_DIR
+    from trainer.triton_repository import CONFIGS_DIR
 
     try:
-        resolve_version(artifacts)
+        version_dir = resolve_version(artifacts)
     except ArtifactError as error:
         _fail(str(error))
+    if triton_config:
+        configs = version_dir / REPOSITORY_DIR / RANKER_MODEL / CONFIGS_DIR
+        known = sorted(p.stem for p in configs.glob("*.pbtxt"))
+        if triton_config not in known:
+            _fail(f"--triton-config {triton_config!r}: the artefact has {known or 'no deployment configurations'}")
     store_env = {"RECSYS_STORE": "redis", "RECSYS_REDIS_URL": redis_url} if redis_url else {}
-    suite = Suite(artifacts=artifacts, port=port, host=host, state_dir=state_dir, extra_env=store_env)
+    suite = Suite(
+        artifacts=artifacts,
+        port=port,
+        host=host,
+        state_dir=state_dir,
+        extra_env=store_env,
+        triton_config=triton_config,
+    )
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with console.status("starting services"):
@@ -147,9 +168,15 @@ def serve(
     redis_url: Annotated[
         str | None, typer.Option(help="Keep recorded events in Redis (e.g. redis://127.0.0.1:6379/0), not SQLite.")
     ] = None,
+    triton_config: Annotated[
+        str | None,
+        typer.Option(
+            help="Triton deployment configuration (e.g. gpu, gpu-cuda: onnxruntime on GPU); default: the CPU one."
+        ),
+    ] = None,
 ) -> None:
     """Start every service as its own process and serve until SIGTERM or Ctrl-C."""
-    suite = _start_suite(artifacts, port, host, state_dir, redis_url)
+    suite = _start_suite(artifacts, port, host, state_dir, redis_url, triton_config)
     raise typer.Exit(wait_for_signal(suite))
 
 

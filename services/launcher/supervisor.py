@@ -73,6 +73,7 @@ class Suite:
     start_timeout_s: float = 120.0
     grace_s: float = 5.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    triton_config: str | None = None
     children: dict[str, Child] = field(default_factory=dict)
     gateway_port: int = 0
     triton: TritonServer | None = None
@@ -144,7 +145,9 @@ class Suite:
     def _start_triton(self) -> None:
         version_dir = resolve_version(self.artifacts)
         log_dir = self.log_dir or artifact_root(self.artifacts) / "logs"
-        self.triton = TritonServer(version_dir / REPOSITORY_DIR, free_port(self.host), log_dir / "triton.log")
+        self.triton = TritonServer(
+            version_dir / REPOSITORY_DIR, free_port(self.host), log_dir / "triton.log", self.triton_config
+        )
         self.triton.start(preexec_fn=_die_with_parent)
 
     def restart_triton(self) -> bool:

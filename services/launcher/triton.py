@@ -61,6 +61,8 @@ class TritonServer:
     repository: Path
     grpc_port: int
     log_path: Path
+    # A deployment configuration (triton/<model>/configs/<name>.pbtxt) instead of config.pbtxt.
+    config_name: str | None = None
     shm_prefix: str = field(default_factory=lambda: f"recsys-{uuid.uuid4().hex[:8]}-")
     process: subprocess.Popen[bytes] | None = None
     _workspace: Path | None = None
@@ -90,6 +92,8 @@ class TritonServer:
             "--exit-timeout-secs=10",
             "--log-verbose=0",
         ]
+        if self.config_name:
+            command.append(f"--model-config-name={self.config_name}")
         self.process = subprocess.Popen(
             command,
             env=server_environment(),

@@ -56,11 +56,15 @@ class TritonRanker:
     ) -> np.ndarray:
         if self._client is None:
             raise Unavailable("triton client is not open")
+        # Padded to the contract's buckets (index 0, score 0): requests then share a few shapes, which GPU
+        # configurations need to batch them. The models ignore the padding; its scores are dropped below.
         arrays = {
-            contract.HISTORY: history.astype(np.int32),
+            contract.HISTORY: contract.pad_to_bucket(history.astype(np.int32), contract.HISTORY_BUCKET, front=True),
             contract.USER: np.array([user], dtype=np.int32),
-            contract.CANDIDATES: candidates.astype(np.int32),
-            contract.CANDIDATE_SCORES: candidate_scores.astype(np.float32),
+            contract.CANDIDATES: contract.pad_to_bucket(candidates.astype(np.int32), contract.CANDIDATE_BUCKET),
+            contract.CANDIDATE_SCORES: contract.pad_to_bucket(
+                candidate_scores.astype(np.float32), contract.CANDIDATE_BUCKET
+            ),
         }
         inputs = []
         for name, array in arrays.items():
@@ -75,9 +79,9 @@ class TritonRanker:
             raise domain_error(error) from None
         scores = result.as_numpy(contract.SCORES)
         scores = scores.reshape(-1) if scores is not None else None
-        if scores is None or scores.shape != candidates.shape:
+        if scores is None or scores.shape != arrays[contract.CANDIDATES].shape:
             raise Unavailable("triton answered without one score per candidate")
-        return scores
+        return scores[: len(candidates)]
 
     async def close(self) -> None:
         if self._client is not None:

@@ -34,16 +34,21 @@ class Ranker:
     def components(
         self, history: np.ndarray, user: int, candidates: np.ndarray, candidate_scores: np.ndarray
     ) -> dict[str, np.ndarray]:
-        """Each model's probability over the candidates; the sequence is encoded once per model."""
-        history = history[history > 0]
+        """Each model's probability over the candidates; the sequence is encoded once per model. Item index 0
+        (padding, or an item the models never saw) counts in no model's share: only the candidate stage's own
+        score speaks for it."""
+        n_items = self.markov.transitions.size
+        history = history[(history > 0) & (history < n_items)]
+        known = (candidates > 0) & (candidates < n_items)
+        safe = np.where(known, candidates, 0)
         out = {
             "candidates": _share(candidate_scores),
-            "markov": _share(self.markov.score(history, candidates)),
+            "markov": _share(self.markov.score(history, safe)),
         }
         if self.gru4rec is not None:
-            out["gru4rec"] = softmax_over(self.gru4rec.score(self.gru4rec.state(history), candidates))
+            out["gru4rec"] = softmax_over(self.gru4rec.score(self.gru4rec.state(history), safe), known)
         if self.caser is not None:
-            out["caser"] = softmax_over(self.caser.score(self.caser.state(history, user), candidates))
+            out["caser"] = softmax_over(self.caser.score(self.caser.state(history, user), safe), known)
         return out
 
     def combine(self, components: dict[str, np.ndarray]) -> np.ndarray:

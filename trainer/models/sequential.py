@@ -255,8 +255,13 @@ def _load(directory: Path, name: str) -> dict[str, np.ndarray]:
     return {key: np.load(directory / f"{name}.{key}.npy", allow_pickle=False) for key in meta["arrays"]}
 
 
-def softmax_over(scores: np.ndarray) -> np.ndarray:
-    """A probability over the candidates (what the blend combines)."""
+def softmax_over(scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """A probability over the candidates (what the blend combines); candidates outside the mask (padding,
+    unknown items) get 0."""
+    if mask is not None and not mask.all():
+        out = np.zeros_like(scores)
+        out[mask] = softmax_over(scores[mask])
+        return out
     shifted = np.exp(scores - scores.max()) if len(scores) else scores
     total = float(shifted.sum())
     return shifted / total if total > 0 and math.isfinite(total) else np.zeros_like(scores)
