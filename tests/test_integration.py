@@ -166,18 +166,32 @@ def test_oversized_event_batch_is_resource_exhausted(gateway: gateway_pb2_grpc.G
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
 
 
-def test_synthetic_stage_says_it_has_no_generator(gateway: gateway_pb2_grpc.GatewayStub) -> None:
-    item = common_pb2.Item(item_id="brand-new", attributes={"genres": "comedy"})
+def test_cold_user_with_attributes_goes_through_the_generated_history(
+    gateway: gateway_pb2_grpc.GatewayStub,
+) -> None:
+    reply = recommend(gateway, "visitor-1", 10, user_attributes={"age_group": "25-34", "country": "fr"})
+    assert reply.cold_start and len(reply.items) == 10 and not reply.degraded_stages
+    assert {item.source for item in reply.items} == {"candidate_order"}
+    again = recommend(gateway, "visitor-1", 10, user_attributes={"age_group": "25-34", "country": "fr"})
+    assert [i.item_id for i in again.items] == [i.item_id for i in reply.items], "the same visitor, the same answer"
+    other = recommend(gateway, "visitor-2", 10, user_attributes={"age_group": "55+", "country": "jp"})
+    assert [i.item_id for i in other.items] != [i.item_id for i in reply.items]
+
+
+def test_synthetic_streams_and_refusals(gateway: gateway_pb2_grpc.GatewayStub) -> None:
+    kind = synthetic_pb2.GenerateSyntheticRequest
+    request = kind(kind=kind.KIND_INTERACTIONS, count=2500, seed=3, chunk_size=1000, conditions={"country": "fr"})
+    chunks = list(gateway.GenerateSynthetic(request, timeout=30))
+    assert [len(c.interactions) for c in chunks] == [1000, 1000, 500]
+    users = [u for c in chunks for u in c.users]
+    assert users and all(u.attributes["country"] == "fr" for u in users)
+    assert {e.user_id for c in chunks for e in c.interactions} == {u.user_id for u in users}
+    again = list(gateway.GenerateSynthetic(request, timeout=30))
+    assert [e.item_id for c in again for e in c.interactions] == [e.item_id for c in chunks for e in c.interactions]
+    users_only = list(gateway.GenerateSynthetic(kind(kind=kind.KIND_USERS, count=5), timeout=10))
+    assert sum(len(c.users) for c in users_only) == 5
     with pytest.raises(grpc.RpcError) as raised:
-        gateway.RegisterItems(synthetic_pb2.RegisterItemsRequest(items=[item]), timeout=10)
-    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
-    assert "no synthetic-data generator" in (raised.value.details() or "")  # type: ignore[attr-defined]
-    request = synthetic_pb2.GenerateSyntheticRequest(kind=synthetic_pb2.GenerateSyntheticRequest.KIND_USERS, count=5)
-    with pytest.raises(grpc.RpcError) as raised:
-        list(gateway.GenerateSynthetic(request, timeout=10))
-    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
-    with pytest.raises(grpc.RpcError) as raised:
-        list(gateway.GenerateSynthetic(synthetic_pb2.GenerateSyntheticRequest(count=5), timeout=10))
+        list(gateway.GenerateSynthetic(kind(count=5), timeout=10))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
 
 

@@ -212,6 +212,34 @@ class AttributeEncoder:
         records = frame[columns].fillna("").astype(str).to_dict("records")
         return self.encode_rows([{str(k): str(v) for k, v in row.items()} for row in records])
 
+    def dense(self, encoded: EncodedAttributes) -> np.ndarray:
+        """One dense float row per encoded row, as model input: categorical one-hot (without the missing
+        bucket), numeric, multi-hot and a bag of text tokens (without padding)."""
+        n = len(encoded.categorical)
+        blocks: list[np.ndarray] = []
+        for position, column in enumerate(self._of("categorical")):
+            one_hot = np.zeros((n, len(column.vocabulary) + 1), np.float32)
+            one_hot[np.arange(n), encoded.categorical[:, position]] = 1.0
+            blocks.append(one_hot[:, 1:])  # index 0 (missing/unknown) carries no content
+        blocks += [encoded.numeric.astype(np.float32), encoded.multi_hot.astype(np.float32)]
+        offset = 0
+        for column in self._of("text"):
+            tokens = encoded.tokens[:, offset : offset + column.max_tokens]
+            offset += column.max_tokens
+            bag = np.zeros((n, len(column.vocabulary) + 2), np.float32)
+            np.add.at(bag, (np.repeat(np.arange(n), tokens.shape[1]), tokens.ravel()), 1.0)
+            blocks.append(bag[:, TEXT_PAD + 1 :])
+        return np.hstack(blocks) if blocks else np.zeros((n, 0), np.float32)
+
+    def dense_table(self, table: pd.DataFrame | None, ids: pd.Index) -> np.ndarray:
+        """dense() for every id of a vocabulary, row i for index i; row 0 (the OOV bucket) is zeros, as is
+        every id the table does not describe."""
+        frame = pd.DataFrame({self.key: ids.astype(str)})
+        if table is not None:
+            frame = frame.merge(table.astype(str), on=self.key, how="left").fillna("")
+        features = self.dense(self.encode_frame(frame))
+        return np.vstack([np.zeros((1, features.shape[1]), np.float32), features])
+
     def describe(self) -> dict[str, str]:
         return {c.name: c.kind for c in self.columns}
 

@@ -78,6 +78,7 @@ def _check_ranges(config: dict[str, Any]) -> None:
         (config["candidates"]["popularity_shrinkage"] >= 0, "candidates.popularity_shrinkage must be >= 0"),
         (config["candidates"]["ann_min_items"] >= 1, "candidates.ann_min_items must be >= 1"),
         (config["candidates"]["ann_nprobe"] >= 1, "candidates.ann_nprobe must be >= 1"),
+        (0 <= config["candidates"]["generated_weight"] <= 1, "candidates.generated_weight must be in [0, 1]"),
         (config["autoencoder"]["variant"] in ("vae", "dae"), "autoencoder.variant must be vae or dae"),
         (
             len(config["autoencoder"]["hidden"]) >= 1 and min(config["autoencoder"]["hidden"]) >= 1,
@@ -113,6 +114,19 @@ def _check_ranges(config: dict[str, Any]) -> None:
         (all(0 <= w <= 1 for w in config["ranking"]["blend_grid"]), "ranking.blend_grid values in [0, 1]"),
         (1 <= config["serving"]["candidates"] <= 1000, "serving.candidates must be in 1..1000"),
         (config["data"]["min_item_count"] >= 1, "data.min_item_count must be >= 1"),
+        (config["gan"]["noise"] >= 1, "gan.noise must be >= 1"),
+        (
+            len(config["gan"]["hidden"]) >= 1 and min(config["gan"]["hidden"]) >= 1,
+            "gan.hidden must list positive sizes",
+        ),
+        (config["gan"]["steps"] >= 1 and config["gan"]["item_steps"] >= 1, "gan.steps/item_steps must be >= 1"),
+        (config["gan"]["batch_size"] >= 2, "gan.batch_size must be >= 2"),
+        (config["gan"]["critic_steps"] >= 1, "gan.critic_steps must be >= 1"),
+        (config["gan"]["gradient_penalty"] >= 0, "gan.gradient_penalty must be >= 0"),
+        (config["gan"]["learning_rate"] > 0, "gan.learning_rate must be > 0"),
+        (config["gan"]["item_reconstruction"] >= 0, "gan.item_reconstruction must be >= 0"),
+        (config["gan"]["samples"] >= 1, "gan.samples must be >= 1"),
+        (config["gan"]["cold_history"] >= 1, "gan.cold_history must be >= 1"),
         (config["data"]["min_user_count"] >= 1, "data.min_user_count must be >= 1"),
     ]
     problems = [message for ok, message in checks if not ok]

@@ -21,6 +21,7 @@ from trainer.layout import (
     CATALOG_DIR,
     CONFIG_FILE,
     CURVES_PNG,
+    GAN_CURVES_PNG,
     HISTORIES_FILE,
     MODELS_DIR,
     REPORT_JSON,
@@ -49,7 +50,8 @@ from trainer.models.neighbours import top_n
 from trainer.models.popularity import fit_popularity, save_popularity
 from trainer.models.ranking import Ranker, fit_weights
 from trainer.models.sequential import Caser, GRU4Rec, train_caser, train_gru4rec
-from trainer.report import plot_curves
+from trainer.report import plot_curves, plot_gan_curves
+from trainer.synthesis import GAN_DIR, fit_synthesis
 from trainer.triton_contract import REPOSITORY_DIR
 from trainer.triton_repository import write_ranker
 from trainer.workflow import Workflow
@@ -325,6 +327,20 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         ranker = validation.ranker or Ranker(models.markov)
         ranker.markov = models.markov
         write_ranker(staging / REPOSITORY_DIR, ranker)
+        synthesis = None
+        if config["gan"]["enabled"]:
+            if step is not None:
+                step("synthetic: training the user and item generators")
+            started = time.perf_counter()
+            item_targets = (
+                item_vectors(models.candidates.scorer) if isinstance(models.candidates, AutoencoderCandidates) else None
+            )
+            synthesis = fit_synthesis(
+                encoded, workflow, dataset.users, dataset.items, item_targets, config["gan"], config["seed"]
+            )
+            synthesis.save(staging / GAN_DIR)
+            plot_gan_curves(synthesis.curves, staging / GAN_CURVES_PNG)
+            timings["gan"] = round(time.perf_counter() - started, 3)
         curves = {"validation": validation.curves, "final": models.autoencoder.curves if models.autoencoder else {}}
         if validation.curves:
             plot_curves(curves, staging / CURVES_PNG)
@@ -345,7 +361,17 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
             "autoencoder": {"best_epoch": validation.best_epoch, "curves": curves} if models.autoencoder else None,
             "timings_s": timings,
             "item_autoencoder": cold_items or None,
-            "models": {"candidates": models.candidates.name, "ranking": "markov blend", "synthetic": None},
+            "models": {
+                "candidates": models.candidates.name,
+                "ranking": "markov blend",
+                "synthetic": None
+                if synthesis is None
+                else {
+                    "user_generator": True,
+                    "item_generator": synthesis.items is not None,
+                    "final_critic_distance": {k: v["critic"][-1] for k, v in synthesis.curves.items()},
+                },
+            },
         }
         (staging / REPORT_JSON).write_text(json.dumps(report, indent=1, sort_keys=True))
         (staging / REPORT_MD).write_text(render_report(report))
@@ -374,6 +400,12 @@ def render_report(report: dict[str, Any]) -> str:
         lines.append(f"- ranking by {name} alone: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if "blend_weights" in validation:
         lines.append(f"- fitted blend weights: {validation['blend_weights']}")
+    if report["models"].get("synthetic"):
+        synthetic = report["models"]["synthetic"]
+        lines.append(
+            f"- generators: users, items {synthetic['item_generator']}; final critic estimates of the Wasserstein "
+            f"distance {synthetic['final_critic_distance']} (curves: {GAN_CURVES_PNG})"
+        )
     if report.get("autoencoder"):
         lines.append(f"- autoencoder best epoch: {report['autoencoder']['best_epoch']} (curves: {CURVES_PNG})")
     lines += ["", "## Timings (s)", ""]

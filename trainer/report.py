@@ -24,3 +24,18 @@ def plot_curves(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def plot_gan_curves(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
+    """One row per generator (users, items): the critic's Wasserstein estimate, the generator loss, the
+    gradient penalty and, for items, the L2 to the real vectors, per epoch."""
+    panels = ("critic", "generator", "gradient_penalty", "reconstruction")
+    figure, axes = plt.subplots(len(curves), len(panels), figsize=(3.6 * len(panels), 3 * len(curves)), squeeze=False)
+    for row, (name, values) in enumerate(curves.items()):
+        for axis, panel in zip(axes[row], panels, strict=True):
+            axis.plot(range(1, len(values[panel]) + 1), values[panel])
+            axis.set_title(f"{name}: {panel.replace('_', ' ')}")
+            axis.set_xlabel("epoch")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

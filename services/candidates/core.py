@@ -12,12 +12,14 @@ import numpy as np
 
 from services.common.errors import Violations
 from services.common.validation import MAX_K
+from trainer.config import defaults
 from trainer.layout import MODELS_DIR, WORKFLOW_DIR
-from trainer.models.candidates import load_candidate_scorer
+from trainer.models.candidates import blend_generated, load_candidate_scorer
 from trainer.models.popularity import PopularityRanking, load_popularity
 from trainer.workflow import Workflow
 
 POPULARITY_NAME = "popularity"
+GENERATED_NAME = "gan+autoencoder"
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class CandidateCore:
         self.workflow = Workflow.load(version_dir / WORKFLOW_DIR)
         self.popularity = load_popularity(version_dir / MODELS_DIR)
         self.scorer = load_candidate_scorer(version_dir / MODELS_DIR, config, self.popularity)
+        # Artefacts trained before the setting existed take today's default.
+        self.generated_weight = float(
+            config["candidates"].get("generated_weight", defaults()["candidates"]["generated_weight"])
+        )
         self._item_ids = self.workflow.items.ids.to_numpy()
         self.popular_ranking = PopularityRanking(self._item_ids, self.popularity, self.workflow.items.encode)
 
@@ -51,6 +57,21 @@ class CandidateCore:
         best, scores = self.scorer.top(recent[recent > 0], seen_indices, n, excluded)
         model = self.scorer.model.name if np.any(seen_indices > 0) else POPULARITY_NAME
         return [Candidate(str(self._item_ids[i - 1]), float(s)) for i, s in zip(best, scores, strict=True)], model
+
+    def generated_candidates(
+        self, generated: np.ndarray, likelihoods: np.ndarray, exclude: Sequence[str], n: int
+    ) -> tuple[list[Candidate], str]:
+        """A cold user's candidates from their generated history: it is the model's input, its items stay
+        recommendable, and the generator's own likelihoods weigh in (candidates.generated_weight)."""
+        self._check_n(n)
+        known = generated > 0
+        generated, likelihoods = generated[known], likelihoods[known]
+        excluded = self.workflow.items.encode(list(exclude)) if exclude else None
+        best, scores = self.scorer.top(generated, generated, n, excluded, exclude_seen=False)
+        best, mixed = blend_generated(best, scores, generated, likelihoods, n, self.generated_weight, excluded)
+        return [
+            Candidate(str(self._item_ids[i - 1]), float(s)) for i, s in zip(best, mixed, strict=True)
+        ], GENERATED_NAME
 
     def popular(self, exclude: Sequence[str], n: int) -> list[Candidate]:
         self._check_n(n)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+import numpy as np
 
 from recsys.v1 import candidates_pb2, candidates_pb2_grpc, common_pb2
 from services.candidates.core import POPULARITY_NAME, Candidate, CandidateCore
@@ -25,9 +26,13 @@ class CandidateServicer(candidates_pb2_grpc.CandidateServiceServicer, CoreSlot[C
     ) -> candidates_pb2.GetCandidatesResponse:
         core = self.ready_core
         history = history_indices(request.context, core.workflow, core.version)
-        items, model = core.candidates(
-            history, list(request.context.seen_item_ids), list(request.exclude_item_ids), request.n
-        )
+        if request.context.generated_history:
+            likelihoods = np.fromiter((h.weight for h in request.context.history), np.float64, len(history))
+            items, model = core.generated_candidates(history, likelihoods, list(request.exclude_item_ids), request.n)
+        else:
+            items, model = core.candidates(
+                history, list(request.context.seen_item_ids), list(request.exclude_item_ids), request.n
+            )
         return _reply(items, model, core.version)
 
     async def GetPopular(

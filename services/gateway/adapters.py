@@ -121,6 +121,15 @@ class Downstream:
         )
         return int(reply.accepted), int(reply.duplicates)
 
+    async def cold_history(
+        self, user_id: str, attributes: Mapping[str, str], deadline: Deadline
+    ) -> tuple[list[common_pb2.HistoryEntry], str]:
+        request = synthetic_pb2.GenerateHistoryRequest(user_id=user_id, attributes=attributes)
+        reply = await self._call(
+            "synthetic", self._synthetic.GenerateHistory, request, deadline.timeout(self.budgets.synthetic)
+        )
+        return list(reply.history), reply.model_version
+
     async def register_items(
         self, request: synthetic_pb2.RegisterItemsRequest, deadline: Deadline
     ) -> synthetic_pb2.RegisterItemsResponse:

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from recsys.v1 import common_pb2
 from services.common.clients import Deadline
-from services.common.errors import DeadlineExceeded, Unavailable, Violations
+from services.common.errors import DeadlineExceeded, FailedPrecondition, Unavailable, Violations
 from services.common.validation import (
     MAX_K,
     EventInput,
@@ -31,6 +31,7 @@ class Stage(enum.Enum):
     FEATURES = "features"
     CANDIDATES = "candidates"
     RANKING = "ranking"
+    SYNTHETIC = "synthetic"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class DownstreamPort(Protocol):
     ) -> list[Scored]: ...
 
     async def record(self, events: Sequence[EventInput], deadline: Deadline) -> tuple[int, int]: ...
+
+    async def cold_history(
+        self, user_id: str, attributes: Mapping[str, str], deadline: Deadline
+    ) -> tuple[list[common_pb2.HistoryEntry], str]: ...
 
 
 class GatewayCore:
@@ -99,6 +104,12 @@ class GatewayCore:
         # Without the user's history nothing guarantees seen items stay out: no answer rather than a wrong one.
         context = await self.downstream.user_context(user_id, attributes, deadline)
         degraded: list[Stage] = []
+        if not context.known_user and not context.history:
+            try:
+                await self._generate_history(context, user_id, attributes, deadline)
+            except DEGRADABLE as error:
+                log.warning("cold-user history degraded to popularity", extra={"error": str(error)})
+                degraded.append(Stage.SYNTHETIC)
         never = {*context.seen_item_ids, *exclude}
         n = min(max(self.candidates_n, k), MAX_K)
         try:
@@ -117,6 +128,21 @@ class GatewayCore:
         # A last guard: whatever a stage returned, nothing seen or excluded leaves the gateway.
         items = [item for item in ranked if item.item_id not in never][:k]
         return Recommendation(items, self.model_version, not context.known_user, degraded)
+
+    async def _generate_history(
+        self, context: common_pb2.UserContext, user_id: str, attributes: Mapping[str, str], deadline: Deadline
+    ) -> None:
+        """A cold user's history, generated from their attributes, becomes the models' input (flagged, so it is
+        never excluded as seen). An artefact trained without generators leaves the user to popularity."""
+        try:
+            history, version = await self.downstream.cold_history(user_id, attributes, deadline)
+        except FailedPrecondition:
+            return
+        del context.history[:]
+        context.history.extend(history)
+        context.ClearField("sequence")
+        context.artifact_version = version
+        context.generated_history = True
 
     async def record_events(self, events: Sequence[EventInput], deadline: Deadline) -> tuple[int, int]:
         validate_events(events, self.max_events)

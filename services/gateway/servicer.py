@@ -18,6 +18,7 @@ _STAGES = {
     Stage.FEATURES: gateway_pb2.STAGE_FEATURES,
     Stage.CANDIDATES: gateway_pb2.STAGE_CANDIDATES,
     Stage.RANKING: gateway_pb2.STAGE_RANKING,
+    Stage.SYNTHETIC: gateway_pb2.STAGE_SYNTHETIC,
 }
 
 

@@ -15,6 +15,10 @@ from trainer.layout import WORKFLOW_DIR
 from trainer.workflow import Workflow
 
 MODEL_NAME = "ranker_blend"
+# Cold users' generated histories are unordered guesses, not sequences: the sequence models, which predict
+# what follows a history, push its (likely) items down (ml-100k cold users: P@10 0.54 -> 0.47), so those
+# requests keep the candidate stage's order.
+CANDIDATE_ORDER = "candidate_order"
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,17 @@ class RankingCore:
         self.version = version
         self.workflow = Workflow.load(version_dir / WORKFLOW_DIR)
         self.ranker = ranker
+
+    def in_candidate_order(
+        self, candidate_ids: Sequence[str], candidate_scores: Sequence[float], k: int
+    ) -> list[Ranked]:
+        violations = Violations()
+        violations.check(1 <= len(candidate_ids) <= MAX_K, "candidates", f"must hold 1..{MAX_K} items")
+        violations.check(0 <= k <= MAX_K, "k", f"must be in 0..{MAX_K}, got {k}")
+        violations.check(len(candidate_ids) == len(candidate_scores), "candidates", "one score per candidate")
+        violations.raise_if_any()
+        order = np.argsort(-np.asarray(candidate_scores, np.float64), kind="stable")[: k or len(candidate_ids)]
+        return [Ranked(candidate_ids[i], float(candidate_scores[i])) for i in order]
 
     async def rank(
         self,

@@ -9,7 +9,7 @@ from services.common.clients import Deadline
 from services.common.encoding import history_indices
 from services.common.server import Registration
 from services.common.service import CoreSlot
-from services.ranking.core import MODEL_NAME, RankingCore
+from services.ranking.core import CANDIDATE_ORDER, MODEL_NAME, RankingCore
 
 
 class RankingServicer(ranking_pb2_grpc.RankingServiceServicer, CoreSlot[RankingCore]):
@@ -20,18 +20,23 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer, CoreSlot[RankingC
         self, request: ranking_pb2.RankRequest, context: grpc.aio.ServicerContext
     ) -> ranking_pb2.RankResponse:
         core = self.ready_core
-        history = history_indices(request.context, core.workflow, core.version)
-        ranked = await core.rank(
-            history,
-            request.context.user_id,
-            [c.item_id for c in request.candidates],
-            [c.score for c in request.candidates],
-            request.k,
-            Deadline.from_context(context, self.default_timeout_s).timeout(self.default_timeout_s),
-        )
+        candidate_ids = [c.item_id for c in request.candidates]
+        candidate_scores = [c.score for c in request.candidates]
+        if request.context.generated_history:
+            ranked, model = core.in_candidate_order(candidate_ids, candidate_scores, request.k), CANDIDATE_ORDER
+        else:
+            ranked = await core.rank(
+                history_indices(request.context, core.workflow, core.version),
+                request.context.user_id,
+                candidate_ids,
+                candidate_scores,
+                request.k,
+                Deadline.from_context(context, self.default_timeout_s).timeout(self.default_timeout_s),
+            )
+            model = MODEL_NAME
         return ranking_pb2.RankResponse(
-            items=[common_pb2.ScoredItem(item_id=r.item_id, score=r.score, source=MODEL_NAME) for r in ranked],
-            model=MODEL_NAME,
+            items=[common_pb2.ScoredItem(item_id=r.item_id, score=r.score, source=model) for r in ranked],
+            model=model,
             model_version=core.version,
         )
 

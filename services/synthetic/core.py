@@ -1,24 +1,62 @@
-"""Synthetic data and cold items come from a conditional GAN; an artefact without one says so."""
+"""Synthetic data and cold start from the artefact's conditional GANs (trainer.synthesis). An artefact
+without generators says so: nothing here stands in for them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from services.common.errors import FailedPrecondition, Unimplemented
+from services.common.errors import FailedPrecondition, Violations
+from services.common.validation import check_attributes, check_id
+from trainer.layout import WORKFLOW_DIR
+from trainer.synthesis import GAN_DIR, Synthesis
+from trainer.workflow import Workflow
 
-GAN_DIR = "gan"
+DEFAULT_CHUNK = 1000
+MAX_HISTORY_LENGTH = 1000
+
+# (users, items, interactions) of one streamed chunk
+Chunk = tuple[list[tuple[str, dict[str, str]]], list[tuple[str, dict[str, str]]], list[tuple[str, str, int]]]
 
 
 class SyntheticCore:
     def __init__(self, version_dir: Path, version: str) -> None:
         self.version = version
-        self.has_generator = (version_dir / GAN_DIR).is_dir()
+        self.synthesis: Synthesis | None = None
+        if (version_dir / GAN_DIR).is_dir():
+            self.synthesis = Synthesis.load(version_dir / GAN_DIR, Workflow.load(version_dir / WORKFLOW_DIR))
 
-    def require_generator(self) -> None:
-        """Refuse plainly: nothing here may stand in for the generator."""
-        if not self.has_generator:
+    def require_generator(self) -> Synthesis:
+        """Refuse plainly when the artefact was trained without generators ([gan] enabled = false)."""
+        if self.synthesis is None:
             raise FailedPrecondition(
-                f"artefact version {self.version} has no synthetic-data generator (no {GAN_DIR}/); "
-                "this release trains none, so synthetic data and cold-item registration are unavailable"
+                f"artefact version {self.version} has no synthetic-data generator (no {GAN_DIR}/; "
+                "trained with [gan] enabled = false)"
             )
-        raise Unimplemented(f"this release of the synthetic service cannot load the generator in {GAN_DIR}/")
+        return self.synthesis
+
+    def cold_history(self, user_id: str, attributes: Mapping[str, str], length: int) -> list[tuple[str, int, float]]:
+        """(item id, item index, expected probability), oldest first."""
+        violations = Violations()
+        check_id(violations, "user_id", user_id)
+        check_attributes(violations, "attributes", attributes)
+        violations.check(0 <= length <= MAX_HISTORY_LENGTH, "length", f"must be in 0..{MAX_HISTORY_LENGTH}")
+        violations.raise_if_any()
+        synthesis = self.require_generator()
+        indices, weights = synthesis.cold_history(user_id, attributes, length)
+        item_ids = [str(i) for i in synthesis.workflow.items.decode(indices)]
+        return list(zip(item_ids, indices.tolist(), weights.tolist(), strict=True))
+
+    def generate(self, kind: str, count: int, seed: int, conditions: Mapping[str, str], chunk: int) -> Iterator[Chunk]:
+        """Chunks of at most `chunk` rows (interactions come with the users they belong to)."""
+        synthesis = self.require_generator()
+        chunk = chunk or DEFAULT_CHUNK
+        if kind == "users":
+            for users in synthesis.generate_users(count, seed, conditions, chunk):
+                yield users, [], []
+        elif kind == "items":
+            for items in synthesis.generate_items(count, seed, conditions, chunk):
+                yield [], items, []
+        else:
+            for users, rows in synthesis.generate_interactions(count, seed, conditions, chunk):
+                yield users, [], rows

@@ -125,10 +125,18 @@ class CandidateScorer:
         )
 
     def top(
-        self, recent: np.ndarray, seen: np.ndarray, n: int, exclude: np.ndarray | None = None
+        self,
+        recent: np.ndarray,
+        seen: np.ndarray,
+        n: int,
+        exclude: np.ndarray | None = None,
+        exclude_seen: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(item indices, scores) best first; never index 0, a seen or an excluded item."""
-        excluded = seen if exclude is None else np.concatenate([seen, exclude])
+        """(item indices, scores) best first; never index 0, an excluded item, nor (with exclude_seen) a seen
+        one. Without exclude_seen, `seen` is model input only (a generated history)."""
+        excluded = np.concatenate(
+            [seen if exclude_seen else np.zeros(0, np.int32), *([] if exclude is None else [exclude])]
+        )
         if self.index is None or not isinstance(self.model, AutoencoderCandidates) or not np.any(seen > 0):
             # Popularity's shares are computed once, not per request.
             scores = _blend(self.model.probabilities(recent, seen), seen, self.popular_probabilities, self.shrinkage)
@@ -168,6 +176,30 @@ class CandidateScorer:
         scores = alpha * model_probabilities + (1.0 - alpha) * popular + TIE_BREAK * popular
         order = np.lexsort((pool, -scores))[:n]
         return pool[order], scores[order]
+
+
+def blend_generated(
+    best: np.ndarray,
+    scores: np.ndarray,
+    generated: np.ndarray,
+    likelihoods: np.ndarray,
+    n: int,
+    generated_weight: float,
+    exclude: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates of a user whose history was generated: over the model's top items and the generated ones,
+    generated_weight * the generator's share + (1 - generated_weight) * the model's share; top n, best first,
+    never an excluded item nor index 0."""
+    pool = np.union1d(best, generated)
+    pool = pool[(pool > 0) & ~np.isin(pool, exclude if exclude is not None else np.zeros(0, np.int64))]
+    model = np.zeros(len(pool))
+    model[np.searchsorted(pool, best[np.isin(best, pool)])] = scores[np.isin(best, pool)]
+    prior = np.zeros(len(pool))
+    kept = np.isin(generated, pool)
+    prior[np.searchsorted(pool, generated[kept])] = np.maximum(likelihoods[kept], 0.0)
+    mixed = generated_weight * shares(prior) + (1.0 - generated_weight) * shares(model)
+    order = np.lexsort((pool, -mixed))[:n]
+    return pool[order], mixed[order]
 
 
 def item_vectors(scorer: AutoencoderScorer) -> np.ndarray:

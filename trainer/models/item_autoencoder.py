@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainer.attributes import TEXT_PAD, AttributeEncoder
+from trainer.attributes import AttributeEncoder
 from trainer.models.neighbours import TopNeighbours
 
 NAME = "cold_items"
@@ -22,29 +22,8 @@ CODES_FILE = "item_codes.npy"
 
 
 def item_features(encoder: AttributeEncoder, items: pd.DataFrame | None, item_ids: pd.Index) -> np.ndarray:
-    """One dense row per item index (row 0, the OOV bucket, is zeros): categorical one-hot, numeric, multi-hot
-    and a bag of text tokens, all from the fitted workflow's encoders."""
-    frame = pd.DataFrame({"item_id": item_ids.astype(str)})
-    if items is not None:
-        frame = frame.merge(items.astype(str), on="item_id", how="left").fillna("")
-    encoded = encoder.encode_frame(frame)
-    blocks: list[np.ndarray] = []
-    categorical = [c for c in encoder.columns if c.kind == "categorical"]
-    for position, column in enumerate(categorical):
-        one_hot = np.zeros((len(frame), len(column.vocabulary) + 1), np.float32)
-        one_hot[np.arange(len(frame)), encoded.categorical[:, position]] = 1.0
-        blocks.append(one_hot[:, 1:])  # index 0 (missing/unknown) carries no content
-    blocks += [encoded.numeric.astype(np.float32), encoded.multi_hot.astype(np.float32)]
-    offset = 0
-    for column in (c for c in encoder.columns if c.kind == "text"):
-        tokens = encoded.tokens[:, offset : offset + column.max_tokens]
-        offset += column.max_tokens
-        bag = np.zeros((len(frame), len(column.vocabulary) + 2), np.float32)
-        rows = np.repeat(np.arange(len(frame)), tokens.shape[1])
-        np.add.at(bag, (rows, tokens.ravel()), 1.0)
-        blocks.append(bag[:, TEXT_PAD + 1 :])
-    features = np.hstack(blocks) if blocks else np.zeros((len(frame), 0), np.float32)
-    return np.vstack([np.zeros((1, features.shape[1]), np.float32), features])
+    """One dense row per item index (row 0, the OOV bucket, is zeros), from the fitted workflow's encoders."""
+    return encoder.dense_table(items, item_ids)
 
 
 def train_item_codes(features: np.ndarray, config: dict[str, Any], seed: int) -> tuple[np.ndarray, list[float]]:

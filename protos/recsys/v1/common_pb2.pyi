@@ -61,17 +61,19 @@ class User(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class HistoryEntry(_message.Message):
-    __slots__ = ("item_id", "timestamp", "item_index")
+    __slots__ = ("item_id", "timestamp", "item_index", "weight")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     ITEM_INDEX_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     timestamp: int
     item_index: int
-    def __init__(self, item_id: _Optional[str] = ..., timestamp: _Optional[int] = ..., item_index: _Optional[int] = ...) -> None: ...
+    weight: float
+    def __init__(self, item_id: _Optional[str] = ..., timestamp: _Optional[int] = ..., item_index: _Optional[int] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class UserContext(_message.Message):
-    __slots__ = ("user_id", "known_user", "history", "attributes", "artifact_version", "seen_item_ids", "sequence", "encoded_attributes")
+    __slots__ = ("user_id", "known_user", "history", "attributes", "artifact_version", "seen_item_ids", "sequence", "encoded_attributes", "generated_history")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +89,7 @@ class UserContext(_message.Message):
     SEEN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ENCODED_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_HISTORY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     known_user: bool
     history: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
@@ -95,7 +98,8 @@ class UserContext(_message.Message):
     seen_item_ids: _containers.RepeatedScalarFieldContainer[str]
     sequence: EncodedSequence
     encoded_attributes: EncodedAttributes
-    def __init__(self, user_id: _Optional[str] = ..., known_user: _Optional[bool] = ..., history: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., artifact_version: _Optional[str] = ..., seen_item_ids: _Optional[_Iterable[str]] = ..., sequence: _Optional[_Union[EncodedSequence, _Mapping]] = ..., encoded_attributes: _Optional[_Union[EncodedAttributes, _Mapping]] = ...) -> None: ...
+    generated_history: bool
+    def __init__(self, user_id: _Optional[str] = ..., known_user: _Optional[bool] = ..., history: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., artifact_version: _Optional[str] = ..., seen_item_ids: _Optional[_Iterable[str]] = ..., sequence: _Optional[_Union[EncodedSequence, _Mapping]] = ..., encoded_attributes: _Optional[_Union[EncodedAttributes, _Mapping]] = ..., generated_history: _Optional[bool] = ...) -> None: ...
 
 class EncodedSequence(_message.Message):
     __slots__ = ("item_indices", "timestamps", "gaps", "length")

@@ -26,7 +26,7 @@ from recsys.v1 import common_pb2 as recsys_dot_v1_dot_common__pb2
 from recsys.v1 import synthetic_pb2 as recsys_dot_v1_dot_synthetic__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17recsys/v1/gateway.proto\x12\trecsys.v1\x1a\x16recsys/v1/common.proto\x1a\x19recsys/v1/synthetic.proto\"\xc9\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12H\n\x0fuser_attributes\x18\x03 \x03(\x0b\x32/.recsys.v1.RecommendRequest.UserAttributesEntry\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x1a\x35\n\x13UserAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8f\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12)\n\x0f\x64\x65graded_stages\x18\x03 \x03(\x0e\x32\x10.recsys.v1.Stage\x12\x12\n\ncold_start\x18\x04 \x01(\x08\"7\n\x13RecordEventsRequest\x12 \n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.recsys.v1.Event\"<\n\x14RecordEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05*[\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTAGE_FEATURES\x10\x01\x12\x14\n\x10STAGE_CANDIDATES\x10\x02\x12\x11\n\rSTAGE_RANKING\x10\x03\x32\xd8\x02\n\x07Gateway\x12\x46\n\tRecommend\x12\x1b.recsys.v1.RecommendRequest\x1a\x1c.recsys.v1.RecommendResponse\x12O\n\x0cRecordEvents\x12\x1e.recsys.v1.RecordEventsRequest\x1a\x1f.recsys.v1.RecordEventsResponse\x12R\n\rRegisterItems\x12\x1f.recsys.v1.RegisterItemsRequest\x1a .recsys.v1.RegisterItemsResponse\x12`\n\x11GenerateSynthetic\x12#.recsys.v1.GenerateSyntheticRequest\x1a$.recsys.v1.GenerateSyntheticResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17recsys/v1/gateway.proto\x12\trecsys.v1\x1a\x16recsys/v1/common.proto\x1a\x19recsys/v1/synthetic.proto\"\xc9\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12H\n\x0fuser_attributes\x18\x03 \x03(\x0b\x32/.recsys.v1.RecommendRequest.UserAttributesEntry\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x1a\x35\n\x13UserAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8f\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12)\n\x0f\x64\x65graded_stages\x18\x03 \x03(\x0e\x32\x10.recsys.v1.Stage\x12\x12\n\ncold_start\x18\x04 \x01(\x08\"7\n\x13RecordEventsRequest\x12 \n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.recsys.v1.Event\"<\n\x14RecordEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05*p\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTAGE_FEATURES\x10\x01\x12\x14\n\x10STAGE_CANDIDATES\x10\x02\x12\x11\n\rSTAGE_RANKING\x10\x03\x12\x13\n\x0fSTAGE_SYNTHETIC\x10\x04\x32\xd8\x02\n\x07Gateway\x12\x46\n\tRecommend\x12\x1b.recsys.v1.RecommendRequest\x1a\x1c.recsys.v1.RecommendResponse\x12O\n\x0cRecordEvents\x12\x1e.recsys.v1.RecordEventsRequest\x1a\x1f.recsys.v1.RecordEventsResponse\x12R\n\rRegisterItems\x12\x1f.recsys.v1.RegisterItemsRequest\x1a .recsys.v1.RegisterItemsResponse\x12`\n\x11GenerateSynthetic\x12#.recsys.v1.GenerateSyntheticRequest\x1a$.recsys.v1.GenerateSyntheticResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDREQUEST_USERATTRIBUTESENTRY']._loaded_options = None
   _globals['_RECOMMENDREQUEST_USERATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_STAGE']._serialized_start=558
-  _globals['_STAGE']._serialized_end=649
+  _globals['_STAGE']._serialized_end=670
   _globals['_RECOMMENDREQUEST']._serialized_start=90
   _globals['_RECOMMENDREQUEST']._serialized_end=291
   _globals['_RECOMMENDREQUEST_USERATTRIBUTESENTRY']._serialized_start=238
@@ -47,6 +47,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDEVENTSREQUEST']._serialized_end=494
   _globals['_RECORDEVENTSRESPONSE']._serialized_start=496
   _globals['_RECORDEVENTSRESPONSE']._serialized_end=556
-  _globals['_GATEWAY']._serialized_start=652
-  _globals['_GATEWAY']._serialized_end=996
+  _globals['_GATEWAY']._serialized_start=673
+  _globals['_GATEWAY']._serialized_end=1017
 # @@protoc_insertion_point(module_scope)

@@ -15,10 +15,12 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STAGE_FEATURES: _ClassVar[Stage]
     STAGE_CANDIDATES: _ClassVar[Stage]
     STAGE_RANKING: _ClassVar[Stage]
+    STAGE_SYNTHETIC: _ClassVar[Stage]
 STAGE_UNSPECIFIED: Stage
 STAGE_FEATURES: Stage
 STAGE_CANDIDATES: Stage
 STAGE_RANKING: Stage
+STAGE_SYNTHETIC: Stage
 
 class RecommendRequest(_message.Message):
     __slots__ = ("user_id", "k", "user_attributes", "exclude_item_ids")

@@ -25,27 +25,35 @@ _sym_db = _symbol_database.Default()
 from recsys.v1 import common_pb2 as recsys_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19recsys/v1/synthetic.proto\x12\trecsys.v1\x1a\x16recsys/v1/common.proto\"\xd4\x02\n\x18GenerateSyntheticRequest\x12\x36\n\x04kind\x18\x01 \x01(\x0e\x32(.recsys.v1.GenerateSyntheticRequest.Kind\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12G\n\nconditions\x18\x04 \x03(\x0b\x32\x33.recsys.v1.GenerateSyntheticRequest.ConditionsEntry\x12\x12\n\nchunk_size\x18\x05 \x01(\x05\x1a\x31\n\x0f\x43onditionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"S\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n\nKIND_USERS\x10\x01\x12\x0e\n\nKIND_ITEMS\x10\x02\x12\x15\n\x11KIND_INTERACTIONS\x10\x03\"\x83\x01\n\x19GenerateSyntheticResponse\x12\x1e\n\x05users\x18\x01 \x03(\x0b\x32\x0f.recsys.v1.User\x12\x1e\n\x05items\x18\x02 \x03(\x0b\x32\x0f.recsys.v1.Item\x12&\n\x0cinteractions\x18\x03 \x03(\x0b\x32\x10.recsys.v1.Event\"6\n\x14RegisterItemsRequest\x12\x1e\n\x05items\x18\x01 \x03(\x0b\x32\x0f.recsys.v1.Item\"+\n\x15RegisterItemsResponse\x12\x12\n\nregistered\x18\x01 \x01(\x05\x32\xc8\x01\n\x10SyntheticService\x12`\n\x11GenerateSynthetic\x12#.recsys.v1.GenerateSyntheticRequest\x1a$.recsys.v1.GenerateSyntheticResponse0\x01\x12R\n\rRegisterItems\x12\x1f.recsys.v1.RegisterItemsRequest\x1a .recsys.v1.RegisterItemsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19recsys/v1/synthetic.proto\x12\trecsys.v1\x1a\x16recsys/v1/common.proto\"\xb3\x01\n\x16GenerateHistoryRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x45\n\nattributes\x18\x02 \x03(\x0b\x32\x31.recsys.v1.GenerateHistoryRequest.AttributesEntry\x12\x0e\n\x06length\x18\x03 \x01(\x05\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Z\n\x17GenerateHistoryResponse\x12(\n\x07history\x18\x01 \x03(\x0b\x32\x17.recsys.v1.HistoryEntry\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\xd4\x02\n\x18GenerateSyntheticRequest\x12\x36\n\x04kind\x18\x01 \x01(\x0e\x32(.recsys.v1.GenerateSyntheticRequest.Kind\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12G\n\nconditions\x18\x04 \x03(\x0b\x32\x33.recsys.v1.GenerateSyntheticRequest.ConditionsEntry\x12\x12\n\nchunk_size\x18\x05 \x01(\x05\x1a\x31\n\x0f\x43onditionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"S\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n\nKIND_USERS\x10\x01\x12\x0e\n\nKIND_ITEMS\x10\x02\x12\x15\n\x11KIND_INTERACTIONS\x10\x03\"\x83\x01\n\x19GenerateSyntheticResponse\x12\x1e\n\x05users\x18\x01 \x03(\x0b\x32\x0f.recsys.v1.User\x12\x1e\n\x05items\x18\x02 \x03(\x0b\x32\x0f.recsys.v1.Item\x12&\n\x0cinteractions\x18\x03 \x03(\x0b\x32\x10.recsys.v1.Event\"6\n\x14RegisterItemsRequest\x12\x1e\n\x05items\x18\x01 \x03(\x0b\x32\x0f.recsys.v1.Item\"+\n\x15RegisterItemsResponse\x12\x12\n\nregistered\x18\x01 \x01(\x05\x32\xa2\x02\n\x10SyntheticService\x12`\n\x11GenerateSynthetic\x12#.recsys.v1.GenerateSyntheticRequest\x1a$.recsys.v1.GenerateSyntheticResponse0\x01\x12R\n\rRegisterItems\x12\x1f.recsys.v1.RegisterItemsRequest\x1a .recsys.v1.RegisterItemsResponse\x12X\n\x0fGenerateHistory\x12!.recsys.v1.GenerateHistoryRequest\x1a\".recsys.v1.GenerateHistoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recsys.v1.synthetic_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_GENERATEHISTORYREQUEST_ATTRIBUTESENTRY']._loaded_options = None
+  _globals['_GENERATEHISTORYREQUEST_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_GENERATESYNTHETICREQUEST_CONDITIONSENTRY']._loaded_options = None
   _globals['_GENERATESYNTHETICREQUEST_CONDITIONSENTRY']._serialized_options = b'8\001'
-  _globals['_GENERATESYNTHETICREQUEST']._serialized_start=65
-  _globals['_GENERATESYNTHETICREQUEST']._serialized_end=405
-  _globals['_GENERATESYNTHETICREQUEST_CONDITIONSENTRY']._serialized_start=271
-  _globals['_GENERATESYNTHETICREQUEST_CONDITIONSENTRY']._serialized_end=320
-  _globals['_GENERATESYNTHETICREQUEST_KIND']._serialized_start=322
-  _globals['_GENERATESYNTHETICREQUEST_KIND']._serialized_end=405
-  _globals['_GENERATESYNTHETICRESPONSE']._serialized_start=408
-  _globals['_GENERATESYNTHETICRESPONSE']._serialized_end=539
-  _globals['_REGISTERITEMSREQUEST']._serialized_start=541
-  _globals['_REGISTERITEMSREQUEST']._serialized_end=595
-  _globals['_REGISTERITEMSRESPONSE']._serialized_start=597
-  _globals['_REGISTERITEMSRESPONSE']._serialized_end=640
-  _globals['_SYNTHETICSERVICE']._serialized_start=643
-  _globals['_SYNTHETICSERVICE']._serialized_end=843
+  _globals['_GENERATEHISTORYREQUEST']._serialized_start=65
+  _globals['_GENERATEHISTORYREQUEST']._serialized_end=244
+  _globals['_GENERATEHISTORYREQUEST_ATTRIBUTESENTRY']._serialized_start=195
+  _globals['_GENERATEHISTORYREQUEST_ATTRIBUTESENTRY']._serialized_end=244
+  _globals['_GENERATEHISTORYRESPONSE']._serialized_start=246
+  _globals['_GENERATEHISTORYRESPONSE']._serialized_end=336
+  _globals['_GENERATESYNTHETICREQUEST']._serialized_start=339
+  _globals['_GENERATESYNTHETICREQUEST']._serialized_end=679
+  _globals['_GENERATESYNTHETICREQUEST_CONDITIONSENTRY']._serialized_start=545
+  _globals['_GENERATESYNTHETICREQUEST_CONDITIONSENTRY']._serialized_end=594
+  _globals['_GENERATESYNTHETICREQUEST_KIND']._serialized_start=596
+  _globals['_GENERATESYNTHETICREQUEST_KIND']._serialized_end=679
+  _globals['_GENERATESYNTHETICRESPONSE']._serialized_start=682
+  _globals['_GENERATESYNTHETICRESPONSE']._serialized_end=813
+  _globals['_REGISTERITEMSREQUEST']._serialized_start=815
+  _globals['_REGISTERITEMSREQUEST']._serialized_end=869
+  _globals['_REGISTERITEMSRESPONSE']._serialized_start=871
+  _globals['_REGISTERITEMSRESPONSE']._serialized_end=914
+  _globals['_SYNTHETICSERVICE']._serialized_start=917
+  _globals['_SYNTHETICSERVICE']._serialized_end=1207
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,31 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GenerateHistoryRequest(_message.Message):
+    __slots__ = ("user_id", "attributes", "length")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    attributes: _containers.ScalarMap[str, str]
+    length: int
+    def __init__(self, user_id: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., length: _Optional[int] = ...) -> None: ...
+
+class GenerateHistoryResponse(_message.Message):
+    __slots__ = ("history", "model_version")
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    history: _containers.RepeatedCompositeFieldContainer[_common_pb2.HistoryEntry]
+    model_version: str
+    def __init__(self, history: _Optional[_Iterable[_Union[_common_pb2.HistoryEntry, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
+
 class GenerateSyntheticRequest(_message.Message):
     __slots__ = ("kind", "count", "seed", "conditions", "chunk_size")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):

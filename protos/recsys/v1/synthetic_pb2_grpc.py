@@ -45,6 +45,11 @@ class SyntheticServiceStub:
                 request_serializer=recsys_dot_v1_dot_synthetic__pb2.RegisterItemsRequest.SerializeToString,
                 response_deserializer=recsys_dot_v1_dot_synthetic__pb2.RegisterItemsResponse.FromString,
                 _registered_method=True)
+        self.GenerateHistory = channel.unary_unary(
+                '/recsys.v1.SyntheticService/GenerateHistory',
+                request_serializer=recsys_dot_v1_dot_synthetic__pb2.GenerateHistoryRequest.SerializeToString,
+                response_deserializer=recsys_dot_v1_dot_synthetic__pb2.GenerateHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class SyntheticServiceServicer:
@@ -63,6 +68,13 @@ class SyntheticServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GenerateHistory(self, request, context):
+        """A generated history for a user the artefacts have never seen, from their attributes (cold start).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyntheticServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_SyntheticServiceServicer_to_server(servicer, server):
                     servicer.RegisterItems,
                     request_deserializer=recsys_dot_v1_dot_synthetic__pb2.RegisterItemsRequest.FromString,
                     response_serializer=recsys_dot_v1_dot_synthetic__pb2.RegisterItemsResponse.SerializeToString,
+            ),
+            'GenerateHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GenerateHistory,
+                    request_deserializer=recsys_dot_v1_dot_synthetic__pb2.GenerateHistoryRequest.FromString,
+                    response_serializer=recsys_dot_v1_dot_synthetic__pb2.GenerateHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +149,33 @@ class SyntheticService:
             '/recsys.v1.SyntheticService/RegisterItems',
             recsys_dot_v1_dot_synthetic__pb2.RegisterItemsRequest.SerializeToString,
             recsys_dot_v1_dot_synthetic__pb2.RegisterItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.v1.SyntheticService/GenerateHistory',
+            recsys_dot_v1_dot_synthetic__pb2.GenerateHistoryRequest.SerializeToString,
+            recsys_dot_v1_dot_synthetic__pb2.GenerateHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

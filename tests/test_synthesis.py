@@ -1,0 +1,132 @@
+"""The conditional GANs and what is built on them: cold-user histories that follow the attributes,
+seeded synthetic streams, and the round trip through the artefact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trainer.config import load_config
+from trainer.demo import AGE_GROUPS, TOPICS, generate
+from trainer.synthesis import SYNTHETIC_USER_PREFIX, Synthesis, fit_synthesis
+from trainer.workflow import Workflow
+
+
+@pytest.fixture(scope="module")
+def demo() -> tuple[Workflow, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    data = generate(n_users=600, n_items=120, mean_history=20, seed=3)
+    workflow = Workflow.fit(data.interactions, 50, items=data.items, users=data.users)
+    return workflow, data.interactions, data.users, data.items
+
+
+@pytest.fixture(scope="module")
+def synthesis(demo: tuple[Workflow, pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> Synthesis:
+    workflow, interactions, users, items = demo
+    encoded = workflow.encode_interactions(interactions)
+    config = dict(load_config()["gan"], steps=2500, item_steps=200, cold_history=10)
+    targets = np.random.default_rng(0).standard_normal((workflow.items.size, 6)).astype(np.float32)
+    return fit_synthesis(encoded, workflow, users, items, targets, config, seed=0)
+
+
+def cold_ids(synthesis: Synthesis, user_id: str, attributes: dict[str, str], length: int = 0) -> list[str]:
+    indices, likelihoods = synthesis.cold_history(user_id, attributes, length)
+    assert np.all(np.diff(likelihoods) >= 0), "least likely first"
+    return [str(i) for i in synthesis.workflow.items.decode(indices)]
+
+
+def topic_share(items: pd.DataFrame, item_ids: list[str], topic: str) -> float:
+    genres = items.set_index("item_id")["genres"]
+    return float(np.mean([topic in genres[i] for i in item_ids]))
+
+
+def test_generated_users_follow_the_attributes(
+    synthesis: Synthesis, demo: tuple[Workflow, pd.DataFrame, pd.DataFrame, pd.DataFrame]
+) -> None:
+    """In the demo data the age group raises the prior of topic (2 * age) % 8. Conditioned on each real user's
+    attributes, the generator puts more of its mass on that topic for users of that age group than for the
+    others: at least half the gap the real histories show."""
+    workflow, interactions, users, items = demo
+    genres = items.set_index("item_id")["genres"]
+    real = interactions.merge(users, on="user_id")
+    users = users.astype(str)
+    conditions = synthesis.user_conditions(users.drop(columns="user_id").to_dict("records"))
+    expected = synthesis.users.expected(conditions, np.random.default_rng(0), 16)
+    for age, group in enumerate(AGE_GROUPS[:4]):
+        topic = TOPICS[(2 * age) % len(TOPICS)]
+        in_topic = real["item_id"].map(genres).str.contains(topic)
+        real_gain = in_topic[real["age_group"] == group].mean() - in_topic[real["age_group"] != group].mean()
+        topic_items = workflow.items.encode([i for i in genres.index if topic in genres[i]])
+        shares = expected[:, topic_items].sum(axis=1) / expected[:, 1:].sum(axis=1)
+        mine = (users["age_group"] == group).to_numpy()
+        generated_gain = shares[mine].mean() - shares[~mine].mean()
+        assert generated_gain > 0.5 * real_gain > 0, (group, generated_gain, real_gain)
+
+
+def test_cold_histories_lean_to_the_attributes_topic(
+    synthesis: Synthesis, demo: tuple[Workflow, pd.DataFrame, pd.DataFrame, pd.DataFrame]
+) -> None:
+    items = demo[3]
+    topic = TOPICS[2]  # the age group 25-34's
+    own = [topic_share(items, cold_ids(synthesis, f"a{n}", {"age_group": "25-34"}), topic) for n in range(5)]
+    other = [topic_share(items, cold_ids(synthesis, f"b{n}", {"age_group": "55+"}), topic) for n in range(5)]
+    assert np.mean(own) > np.mean(other)
+
+
+def test_cold_history_is_deterministic_and_never_the_oov_bucket(synthesis: Synthesis) -> None:
+    first = cold_ids(synthesis, "visitor", {"age_group": "25-34", "country": "fr"})
+    assert first == cold_ids(synthesis, "visitor", {"age_group": "25-34", "country": "fr"})
+    assert len(first) == 10 and len(set(first)) == 10
+    assert len(cold_ids(synthesis, "visitor", {}, length=3)) == 3
+
+
+def test_interaction_stream_is_exact_chunked_seeded_and_time_ordered(synthesis: Synthesis) -> None:
+    chunks = list(synthesis.generate_interactions(1234, seed=5, conditions={"country": "de"}, chunk=100))
+    rows = [row for _, chunk in chunks for row in chunk]
+    users = [user for chunk_users, _ in chunks for user in chunk_users]
+    assert len(rows) == 1234 and all(len(chunk) <= 100 for _, chunk in chunks)
+    assert all(attributes["country"] == "de" for _, attributes in users)
+    assert {u for u, _, _ in rows} == {u for u, _ in users}
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    assert not frame.duplicated(["user_id", "item_id"]).any(), "an item at most once per synthetic user"
+    assert all(group["timestamp"].is_monotonic_increasing for _, group in frame.groupby("user_id"))
+    assert frame["user_id"].str.startswith(SYNTHETIC_USER_PREFIX).all()
+    again = [row for _, chunk in synthesis.generate_interactions(1234, 5, {"country": "de"}, 100) for row in chunk]
+    assert again == rows
+    other = [row for _, chunk in synthesis.generate_interactions(1234, 6, {"country": "de"}, 100) for row in chunk]
+    assert other != rows
+
+
+def test_users_and_items_streams(synthesis: Synthesis) -> None:
+    users = [u for chunk in synthesis.generate_users(25, 1, {"gender": "x"}, 10) for u in chunk]
+    assert len(users) == 25 and all(a["gender"] == "x" and "age_group" in a for _, a in users)
+    items = [i for chunk in synthesis.generate_items(7, 1, {}, 10) for i in chunk]
+    assert len(items) == 7 and all("genres" in a and "title" not in a for _, a in items)
+
+
+def test_round_trip(
+    synthesis: Synthesis, demo: tuple[Workflow, pd.DataFrame, pd.DataFrame, pd.DataFrame], tmp_path: Path
+) -> None:
+    synthesis.save(tmp_path)
+    loaded = Synthesis.load(tmp_path, demo[0])
+    assert cold_ids(loaded, "u", {"age_group": "55+"}) == cold_ids(synthesis, "u", {"age_group": "55+"})
+    vectors = loaded.item_vectors([{"genres": "horror"}], ["new"])
+    np.testing.assert_allclose(vectors, synthesis.item_vectors([{"genres": "horror"}], ["new"]))
+    assert vectors.shape == (1, 6)
+    assert set(loaded.curves) == {"users", "items"} and len(loaded.curves["users"]["critic"]) >= 1
+
+
+def test_generated_candidates_blend_the_generator_with_the_model() -> None:
+    from trainer.models.candidates import blend_generated
+
+    best, scores = np.array([5, 6, 7]), np.array([0.6, 0.3, 0.1])  # the model's top items
+    generated, likelihoods = np.array([2, 7]), np.array([0.2, 0.8])  # least likely first
+    items, mixed = blend_generated(best, scores, generated, likelihoods, 4, 0.8, exclude=np.array([6]))
+    # 6 is excluded, so the model's shares are over 5 and 7 only.
+    # 7: 0.8 * 0.8 + 0.2 * 0.1 / 0.7; 5: 0.2 * 0.6 / 0.7; 2: 0.8 * 0.2.
+    assert items.tolist() == [7, 5, 2]
+    np.testing.assert_allclose(mixed, [0.64 + 0.02 / 0.7, 0.12 / 0.7, 0.16])
+    only_model, _ = blend_generated(best, scores, generated, likelihoods, 2, 0.0)
+    assert only_model.tolist() == [5, 6]

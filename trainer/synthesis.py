@@ -1,0 +1,280 @@
+"""What the synthetic service serves, built from the conditional GANs (trainer.models.gan):
+
+- cold users: attributes -> the generator's expected interaction vector -> a generated history, which the
+  candidate and ranking stages read like a real one;
+- synthetic users, items and time-ordered interactions, seeded, optionally conditioned on attribute values,
+  generated chunk by chunk (nothing holds all rows);
+- registered items: attributes -> a collaborative vector for the candidate model.
+
+Attributes of synthetic users and items are drawn column by column from the training marginals (never a
+whole real row, which could single out a person), then the generators are conditioned on them. Text
+columns (titles, descriptions) are not synthesised.
+
+    gan/user_generator.*   gan/item_generator.*   gan/synthesis.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trainer.attributes import AttributeEncoder
+from trainer.models.gan import ITEM_GENERATOR, USER_GENERATOR, Generator, train_conditional_wgan
+from trainer.workflow import Workflow
+
+GAN_DIR = "gan"
+META_FILE = "synthesis.json"
+SYNTHETIC_USER_PREFIX = "synthetic-user-"
+SYNTHETIC_ITEM_PREFIX = "synthetic-item-"
+QUANTILES = 101
+# Attribute values kept per column for sampling (the rest are rare; they are dropped, not invented).
+MAX_VALUES_PER_COLUMN = 1000
+
+
+def _marginals(table: pd.DataFrame | None, encoder: AttributeEncoder) -> dict[str, dict[str, list[Any]]]:
+    """Per non-text column: its values and their frequencies in the training table."""
+    out: dict[str, dict[str, list[Any]]] = {}
+    if table is None:
+        return out
+    for column in encoder.columns:
+        if column.kind == "text" or column.name not in table.columns:
+            continue
+        counts = table[column.name].fillna("").astype(str).value_counts().head(MAX_VALUES_PER_COLUMN)
+        counts = counts[counts.index != ""]
+        if len(counts):
+            out[column.name] = {"values": counts.index.tolist(), "weights": (counts / counts.sum()).tolist()}
+    return out
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed from strings, equal across processes and machines (Python's hash() is salted)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+@dataclass
+class Synthesis:
+    workflow: Workflow
+    users: Generator
+    items: Generator | None
+    user_marginals: dict[str, dict[str, list[Any]]]
+    item_marginals: dict[str, dict[str, list[Any]]]
+    history_lengths: np.ndarray  # quantiles of real history lengths
+    first_timestamps: np.ndarray  # quantiles of users' first timestamps
+    gaps: np.ndarray  # quantiles of seconds between a user's consecutive interactions
+    samples: int  # generator samples averaged for a cold user
+    cold_history_length: int  # items in a cold user's generated history
+    curves: dict[str, dict[str, list[float]]]
+
+    # ------------------------------------------------------------ conditions
+
+    def user_conditions(self, rows: Sequence[Mapping[str, str]]) -> np.ndarray:
+        encoder = self.workflow.user_attributes
+        return encoder.dense(encoder.encode_rows(rows))
+
+    def item_conditions(self, rows: Sequence[Mapping[str, str]]) -> np.ndarray:
+        encoder = self.workflow.item_attributes
+        return encoder.dense(encoder.encode_rows(rows))
+
+    # ------------------------------------------------------------ cold start
+
+    def cold_history(
+        self, user_id: str, attributes: Mapping[str, str], length: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices, expected probabilities) of the items such a user is expected to have interacted
+        with, least likely first, so that the most likely are the most recent to sequence models. Seeded by
+        the user id: the same user gets the same history."""
+        rng = np.random.default_rng(stable_seed("cold", user_id))
+        expected = self.users.expected(self.user_conditions([attributes]), rng, self.samples)[0]
+        expected[0] = -np.inf  # the out-of-vocabulary bucket is never an item
+        length = min(length or self.cold_history_length, len(expected) - 1)
+        best = np.argpartition(-expected, length - 1)[:length]
+        ordered = best[np.lexsort((best, expected[best]))]  # ascending score, ties by index
+        return ordered, expected[ordered]
+
+    def item_vectors(self, attributes: list[Mapping[str, str]], item_ids: list[str]) -> np.ndarray:
+        """Collaborative vectors for new items: the generator's expectation given their attributes."""
+        if self.items is None:
+            raise LookupError("this artefact has no item generator (no item attributes or no autoencoder)")
+        rng = np.random.default_rng(stable_seed("items", *item_ids))
+        return self.items.expected(self.item_conditions(attributes), rng, self.samples)
+
+    # ------------------------------------------------------------ synthetic data
+
+    def _attributes(
+        self,
+        marginals: dict[str, dict[str, list[Any]]],
+        conditions: Mapping[str, str],
+        n: int,
+        rng: np.random.Generator,
+    ) -> list[dict[str, str]]:
+        columns: dict[str, np.ndarray] = {}
+        for name, table in marginals.items():
+            columns[name] = rng.choice(np.asarray(table["values"], dtype=object), n, p=np.asarray(table["weights"]))
+        for name, value in conditions.items():
+            columns[name] = np.full(n, value, dtype=object)
+        return [{name: str(values[i]) for name, values in columns.items()} for i in range(n)]
+
+    def _quantile_sample(self, quantiles: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+        return np.interp(rng.random(n), np.linspace(0.0, 1.0, len(quantiles)), quantiles)
+
+    def generate_users(
+        self, count: int, seed: int, conditions: Mapping[str, str], chunk: int
+    ) -> Iterator[list[tuple[str, dict[str, str]]]]:
+        rng = np.random.default_rng(stable_seed("users", seed))
+        for start in range(0, count, chunk):
+            n = min(chunk, count - start)
+            attributes = self._attributes(self.user_marginals, conditions, n, rng)
+            yield [(f"{SYNTHETIC_USER_PREFIX}{seed}-{start + i}", attributes[i]) for i in range(n)]
+
+    def generate_items(
+        self, count: int, seed: int, conditions: Mapping[str, str], chunk: int
+    ) -> Iterator[list[tuple[str, dict[str, str]]]]:
+        rng = np.random.default_rng(stable_seed("items", seed))
+        for start in range(0, count, chunk):
+            n = min(chunk, count - start)
+            attributes = self._attributes(self.item_marginals, conditions, n, rng)
+            yield [(f"{SYNTHETIC_ITEM_PREFIX}{seed}-{start + i}", attributes[i]) for i in range(n)]
+
+    def generate_interactions(
+        self, count: int, seed: int, conditions: Mapping[str, str], chunk: int
+    ) -> Iterator[tuple[list[tuple[str, dict[str, str]]], list[tuple[str, str, int]]]]:
+        """Synthetic users (with attributes) and their time-ordered interactions, `count` interactions in all,
+        in chunks of at most `chunk` interactions. Each user's items are drawn without replacement from
+        one generated interaction vector (its values as weights); history lengths and time gaps follow the
+        training data's distributions."""
+        rng = np.random.default_rng(stable_seed("interactions", seed))
+        item_ids = np.asarray(self.workflow.items.decode(np.arange(1, self.workflow.items.size)), dtype=object)
+        made, user = 0, 0
+        users: list[tuple[str, dict[str, str]]] = []
+        rows: list[tuple[str, str, int]] = []
+        batch = 256  # users generated per generator call
+        while made < count:
+            attributes = self._attributes(self.user_marginals, conditions, batch, rng)
+            vectors = self.users.sample(self.user_conditions(attributes), rng)[:, 1:].astype(np.float64)
+            lengths = np.maximum(1, np.rint(self._quantile_sample(self.history_lengths, batch, rng))).astype(int)
+            starts = self._quantile_sample(self.first_timestamps, batch, rng)
+            for b in range(batch):
+                if made >= count:
+                    break
+                length = int(min(lengths[b], count - made, len(item_ids)))
+                # Gumbel top-k: a weighted draw without replacement in one vectorised step.
+                keys = np.log(np.maximum(vectors[b], 1e-12)) - np.log(-np.log(rng.random(len(item_ids))))
+                chosen = np.argpartition(-keys, length - 1)[:length]
+                times = starts[b] + np.cumsum(self._quantile_sample(self.gaps, length, rng))
+                user_id = f"{SYNTHETIC_USER_PREFIX}{seed}-{user}"
+                users.append((user_id, attributes[b]))
+                rows.extend(
+                    zip([user_id] * length, item_ids[chosen].tolist(), times.astype(np.int64).tolist(), strict=True)
+                )
+                made += length
+                user += 1
+                while len(rows) >= chunk:
+                    yield users, rows[:chunk]
+                    users, rows = [], rows[chunk:]
+        if rows or users:
+            yield users, rows
+
+    # ------------------------------------------------------------ persistence
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.users.save(directory, USER_GENERATOR)
+        if self.items is not None:
+            self.items.save(directory, ITEM_GENERATOR)
+        meta = {
+            "user_marginals": self.user_marginals,
+            "item_marginals": self.item_marginals,
+            "history_lengths": self.history_lengths.tolist(),
+            "first_timestamps": self.first_timestamps.tolist(),
+            "gaps": self.gaps.tolist(),
+            "samples": self.samples,
+            "cold_history_length": self.cold_history_length,
+            "item_generator": self.items is not None,
+            "curves": self.curves,
+        }
+        (directory / META_FILE).write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, directory: Path, workflow: Workflow) -> Synthesis:
+        meta = json.loads((directory / META_FILE).read_text())
+        return cls(
+            workflow,
+            Generator.load(directory, USER_GENERATOR),
+            Generator.load(directory, ITEM_GENERATOR) if meta["item_generator"] else None,
+            meta["user_marginals"],
+            meta["item_marginals"],
+            np.asarray(meta["history_lengths"], np.float64),
+            np.asarray(meta["first_timestamps"], np.float64),
+            np.asarray(meta["gaps"], np.float64),
+            int(meta["samples"]),
+            int(meta["cold_history_length"]),
+            meta["curves"],
+        )
+
+
+def fit_synthesis(
+    encoded: pd.DataFrame,
+    workflow: Workflow,
+    users: pd.DataFrame | None,
+    items: pd.DataFrame | None,
+    item_targets: np.ndarray | None,
+    config: dict[str, Any],
+    seed: int,
+) -> Synthesis:
+    """Train the user generator on (user attributes, multi-hot interactions) and, given the candidate model's
+    item vectors (item_targets, one row per item index), the item generator on warm items' (attributes,
+    vector) pairs. encoded: the workflow-encoded interactions (user_index, item_index, timestamp)."""
+    n_users, n_items = workflow.users.size, workflow.items.size
+    user_rows = np.unique(encoded["user_index"].to_numpy())
+    user_rows = user_rows[user_rows > 0]
+    interactions = np.zeros((n_users, n_items), np.float32)
+    interactions[encoded["user_index"].to_numpy(), encoded["item_index"].to_numpy()] = 1.0
+    conditions = workflow.user_attributes.dense_table(users, workflow.users.ids)
+    generator, user_curves = train_conditional_wgan(
+        conditions[user_rows], interactions[user_rows], config, seed, "sigmoid"
+    )
+    curves = {"users": user_curves.to_json()}
+
+    item_generator = None
+    if item_targets is not None and items is not None and workflow.item_attributes.columns:
+        item_conditions = workflow.item_attributes.dense_table(items, workflow.items.ids)
+        warm = np.flatnonzero(interactions.sum(axis=0) > 0)
+        warm = warm[warm > 0]
+        item_config = {**config, "steps": config["item_steps"]}
+        item_generator, item_curves = train_conditional_wgan(
+            item_conditions[warm],
+            item_targets[warm],
+            item_config,
+            seed + 1,
+            "linear",
+            reconstruction_weight=float(config["item_reconstruction"]),
+        )
+        curves["items"] = item_curves.to_json()
+
+    ordered = encoded.sort_values(["user_index", "timestamp"], kind="stable")
+    per_user = ordered.groupby("user_index", sort=False)
+    lengths = per_user.size().to_numpy()
+    firsts = per_user["timestamp"].min().to_numpy()
+    gaps = per_user["timestamp"].diff().dropna().to_numpy()
+    levels = np.linspace(0.0, 1.0, QUANTILES)
+    return Synthesis(
+        workflow,
+        generator,
+        item_generator,
+        _marginals(users, workflow.user_attributes),
+        _marginals(items, workflow.item_attributes),
+        np.quantile(lengths, levels),
+        np.quantile(firsts, levels),
+        np.quantile(gaps, levels) if len(gaps) else np.zeros(QUANTILES),
+        int(config["samples"]),
+        int(config["cold_history"]),
+        curves,
+    )
