@@ -195,6 +195,41 @@ def test_synthetic_streams_and_refusals(gateway: gateway_pb2_grpc.GatewayStub) -
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
 
 
+def _users_recommended(gateway: gateway_pb2_grpc.GatewayStub, users: list[str], item_id: str, k: int) -> int:
+    return sum(item_id in {i.item_id for i in recommend(gateway, user, k).items} for user in users)
+
+
+def test_a_registered_item_is_recommendable_within_a_second_and_after_a_restart(
+    artifacts: Path, gateway: gateway_pb2_grpc.GatewayStub, history: pd.DataFrame
+) -> None:
+    items = pd.read_parquet(artifacts / "current" / "catalog" / "items.parquet")
+    genre_counts = history.merge(items, on="item_id")["genres"].str.split("|").explode().value_counts()
+    popular_genre = str(genre_counts.index[0])
+    new_item = common_pb2.Item(item_id="brand-new", attributes={"genres": popular_genre, "year": "2001"})
+    users = [str(u) for u in history["user_id"].drop_duplicates().iloc[:40]]
+    assert _users_recommended(gateway, users[:5], "brand-new", 50) == 0, "not an item before it is registered"
+
+    reply = gateway.RegisterItems(synthetic_pb2.RegisterItemsRequest(items=[new_item]), timeout=10)
+    registered_at = time.monotonic()
+    assert reply.registered == 1
+    found_after = None
+    while time.monotonic() - registered_at < 5.0 and found_after is None:
+        if _users_recommended(gateway, users, "brand-new", 50):
+            found_after = time.monotonic() - registered_at
+    assert found_after is not None and found_after < 1.0, found_after
+    again = gateway.RegisterItems(synthetic_pb2.RegisterItemsRequest(items=[new_item]), timeout=10)
+    assert again.registered == 0, "registering twice registers once"
+    known = common_pb2.Item(item_id=str(items["item_id"].iloc[0]), attributes={"genres": popular_genre})
+    assert gateway.RegisterItems(synthetic_pb2.RegisterItemsRequest(items=[known]), timeout=10).registered == 0
+
+    restarted = serve(artifacts)  # a second suite on the same state: the registration is kept
+    try:
+        with grpc.insecure_channel(restarted.address) as channel:
+            assert _users_recommended(gateway_pb2_grpc.GatewayStub(channel), users, "brand-new", 50) > 0
+    finally:
+        restarted.stop()
+
+
 def _wait_for_full_answers(gateway: gateway_pb2_grpc.GatewayStub, user: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

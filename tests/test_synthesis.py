@@ -130,3 +130,15 @@ def test_generated_candidates_blend_the_generator_with_the_model() -> None:
     np.testing.assert_allclose(mixed, [0.64 + 0.02 / 0.7, 0.12 / 0.7, 0.16])
     only_model, _ = blend_generated(best, scores, generated, likelihoods, 2, 0.0)
     assert only_model.tolist() == [5, 6]
+
+
+def test_unknown_candidates_keep_their_candidate_place() -> None:
+    from services.ranking.core import keep_place_of_unknown
+
+    candidate_scores = np.array([0.9, 0.8, 0.7, 0.6])  # candidate order: a, b, c, d
+    ranker = np.array([0.1, 0.0, 0.5, 0.3])  # b is unknown to the rankers (0)
+    out = keep_place_of_unknown(ranker, np.array([False, True, False, False]), candidate_scores)
+    # b was 2nd among candidates: it takes the 2nd best known ranker score (0.3), beside d.
+    assert out.tolist() == [0.1, 0.3, 0.5, 0.3]
+    same = keep_place_of_unknown(ranker, np.zeros(4, bool), candidate_scores)
+    assert same.tolist() == ranker.tolist()

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from services.candidates.adapters import RegistryFollower
 from services.candidates.core import CandidateCore
 from services.candidates.servicer import CandidateServicer, registration
+from services.common.artifacts import ArtifactVersion
+from services.common.item_registry import item_registry
 from services.common.server import run_main
-from services.common.service import ArtifactService, in_thread
+from services.common.service import ArtifactService
 from services.common.settings import EnvReader, ServerSettings
+from services.common.stores import StateSettings
 
 
 def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
+    follower = RegistryFollower(
+        item_registry(StateSettings.read(env, settings.artifacts)),
+        env.integer("REGISTRY_POLL_MS", 200, 10, 60_000) / 1000,
+    )
     servicer = CandidateServicer()
-    core = in_thread(lambda a: CandidateCore(a.path, a.version, a.config))
-    return ArtifactService("candidates", settings, servicer, registration(servicer), core)
+
+    async def build_core(artifacts: ArtifactVersion) -> CandidateCore:
+        await follower.registry.open()
+        core = await asyncio.to_thread(CandidateCore, artifacts.path, artifacts.version, artifacts.config)
+        await follower.catch_up(core)  # items registered before this start are served from the first request
+        follower.follow(core)
+        return core
+
+    return ArtifactService("candidates", settings, servicer, registration(servicer), build_core, follower.close)
 
 
 if __name__ == "__main__":

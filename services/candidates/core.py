@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from services.common.errors import Violations
+from services.common.item_registry import RegisteredItem
 from services.common.validation import MAX_K
 from trainer.config import defaults
 from trainer.layout import MODELS_DIR, WORKFLOW_DIR
@@ -72,6 +73,22 @@ class CandidateCore:
         return [
             Candidate(str(self._item_ids[i - 1]), float(s)) for i, s in zip(best, mixed, strict=True)
         ], GENERATED_NAME
+
+    @property
+    def registered(self) -> int:
+        return len(self._item_ids) - (self.workflow.items.size - 1)
+
+    def add_registered(self, items: Sequence[RegisteredItem]) -> int:
+        """Items registered online join the catalogue after the trained ones, scored by their generated
+        vectors. Ids the artefact already knows, or already added, are skipped. Returns how many joined."""
+        known = set(self._item_ids.tolist())
+        fresh = [item for item in items if item.item_id not in known and not self.workflow.items.contains(item.item_id)]
+        if not fresh:
+            return 0
+        # Both replaced together, with no await between: a request sees the old pair or the new one.
+        scorer = self.scorer.with_items(np.vstack([item.vector for item in fresh]).astype(np.float32))
+        self.scorer, self._item_ids = scorer, np.append(self._item_ids, [item.item_id for item in fresh])
+        return len(fresh)
 
     def popular(self, exclude: Sequence[str], n: int) -> list[Candidate]:
         self._check_n(n)

@@ -74,3 +74,19 @@ def validate_events(events: Sequence[EventInput], max_events: int) -> None:
         if not math.isfinite(event.rating):
             violations.add(f"events[{i}].rating", "must be a finite number")
     violations.raise_if_any()
+
+
+MAX_ITEMS_PER_REGISTRATION = 1000
+
+
+def validate_items(items: Sequence[tuple[str, Mapping[str, str]]]) -> None:
+    violations = Violations()
+    if not items:
+        violations.add("items", "must not be empty")
+    if len(items) > MAX_ITEMS_PER_REGISTRATION:
+        violations.add("items", f"at most {MAX_ITEMS_PER_REGISTRATION} per request, got {len(items)}")
+    else:
+        for i, (item_id, attributes) in enumerate(items):
+            check_id(violations, f"items[{i}].item_id", item_id)
+            check_attributes(violations, f"items[{i}].attributes", attributes)
+    violations.raise_if_any()

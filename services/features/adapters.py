@@ -6,20 +6,17 @@ Both keep, per user, the `max_events_per_user` most recently recorded events, an
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import redis.asyncio as redis_asyncio
 
-from services.common.errors import Unavailable
+from services.common.stores import SQLiteThread, open_redis, redis_failures
 from services.common.validation import EventInput
 
-T = TypeVar("T")
 DEFAULT_EVENT_ID_RETENTION_S = 30 * 86_400
 
 
@@ -52,8 +49,7 @@ CREATE TABLE IF NOT EXISTS event_ids (
 
 
 class SQLiteEventStore:
-    """A file in the state directory (WAL mode). Every call runs on one thread that owns the
-    connection, so the event loop never blocks on disk."""
+    """A file in the state directory (services.common.stores.SQLiteThread)."""
 
     def __init__(
         self, path: Path, max_events_per_user: int, event_id_retention_s: float = DEFAULT_EVENT_ID_RETENTION_S
@@ -61,31 +57,16 @@ class SQLiteEventStore:
         self.path = path
         self.max_events_per_user = max_events_per_user
         self.event_id_retention_s = event_id_retention_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._connection: sqlite3.Connection | None = None
-
-    async def _run(self, function: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
-
-    def _db(self) -> sqlite3.Connection:
-        if self._connection is None:
-            raise RuntimeError("event store is not open")
-        return self._connection
-
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.executescript(SCHEMA)
-        connection.execute("DELETE FROM event_ids WHERE recorded_at < ?", (time.time() - self.event_id_retention_s,))
-        self._connection = connection
+        self._sqlite = SQLiteThread(path, SCHEMA)
 
     async def open(self) -> None:
-        await self._run(self._open)
+        await self._sqlite.open()
+        await self._sqlite.run(self._forget_old_event_ids)
 
-    def _append(self, events: Sequence[EventInput]) -> tuple[int, int]:
-        db = self._db()
+    def _forget_old_event_ids(self, db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM event_ids WHERE recorded_at < ?", (time.time() - self.event_id_retention_s,))
+
+    def _append(self, db: sqlite3.Connection, events: Sequence[EventInput]) -> tuple[int, int]:
         accepted = duplicates = 0
         touched: set[str] = set()
         now = time.time()
@@ -118,25 +99,18 @@ class SQLiteEventStore:
         return accepted, duplicates
 
     async def append(self, events: Sequence[EventInput]) -> tuple[int, int]:
-        return await self._run(self._append, events)
+        return await self._sqlite.run(self._append, events)
 
-    def _events_for(self, user_id: str) -> list[tuple[str, int]]:
-        rows = self._db().execute(
-            "SELECT item_id, timestamp FROM events WHERE user_id = ? ORDER BY timestamp, seq", (user_id,)
-        )
+    @staticmethod
+    def _events_for(db: sqlite3.Connection, user_id: str) -> list[tuple[str, int]]:
+        rows = db.execute("SELECT item_id, timestamp FROM events WHERE user_id = ? ORDER BY timestamp, seq", (user_id,))
         return [(str(item), int(ts)) for item, ts in rows]
 
     async def events_for(self, user_id: str) -> list[tuple[str, int]]:
-        return await self._run(self._events_for, user_id)
-
-    def _close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        return await self._sqlite.run(self._events_for, user_id)
 
     async def close(self) -> None:
-        await self._run(self._close)
-        self._executor.shutdown(wait=True)
+        await self._sqlite.close()
 
 
 class RedisEventStore:
@@ -165,15 +139,11 @@ class RedisEventStore:
         return f"{self.prefix}:events:{user_id}"
 
     async def open(self) -> None:
-        self._client = redis_asyncio.Redis.from_url(self.url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        try:
-            await self._client.ping()
-        except (redis_asyncio.RedisError, OSError) as error:
-            raise Unavailable(f"redis at {self.url} does not answer: {error}") from None
+        self._client = await open_redis(self.url)
 
     async def append(self, events: Sequence[EventInput]) -> tuple[int, int]:
         client = self._redis()
-        try:
+        with redis_failures("write"):
             fresh = list(events)
             duplicates = 0
             with_ids = [e for e in events if e.event_id]
@@ -191,15 +161,11 @@ class RedisEventStore:
                 for user_id in {e.user_id for e in fresh}:
                     writes.ltrim(self._events_key(user_id), -self.max_events_per_user, -1)
                 await writes.execute()
-        except (redis_asyncio.RedisError, OSError) as error:
-            raise Unavailable(f"redis write failed: {error}") from None
         return len(fresh), duplicates
 
     async def events_for(self, user_id: str) -> list[tuple[str, int]]:
-        try:
+        with redis_failures("read"):
             raw = await self._redis().lrange(self._events_key(user_id), 0, -1)
-        except (redis_asyncio.RedisError, OSError) as error:
-            raise Unavailable(f"redis read failed: {error}") from None
         entries = []
         for arrival, entry in enumerate(raw):
             text = entry.decode() if isinstance(entry, bytes) else str(entry)

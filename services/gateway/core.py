@@ -149,22 +149,8 @@ class GatewayCore:
         return await self.downstream.record(events, deadline)
 
 
-MAX_ITEMS_PER_REGISTRATION = 1000
 MAX_SYNTHETIC_ROWS = 10_000_000
 MAX_CHUNK_SIZE = 10_000
-
-
-def validate_items(items: Sequence[tuple[str, Mapping[str, str]]]) -> None:
-    violations = Violations()
-    if not items:
-        violations.add("items", "must not be empty")
-    if len(items) > MAX_ITEMS_PER_REGISTRATION:
-        violations.add("items", f"at most {MAX_ITEMS_PER_REGISTRATION} per request, got {len(items)}")
-    else:
-        for i, (item_id, attributes) in enumerate(items):
-            check_id(violations, f"items[{i}].item_id", item_id)
-            check_attributes(violations, f"items[{i}].attributes", attributes)
-    violations.raise_if_any()
 
 
 def validate_synthetic(kind: int, count: int, chunk_size: int, conditions: Mapping[str, str]) -> None:

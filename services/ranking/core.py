@@ -33,6 +33,20 @@ class RankerPort(Protocol):
     ) -> np.ndarray: ...
 
 
+def keep_place_of_unknown(scores: np.ndarray, unknown: np.ndarray, candidate_scores: np.ndarray) -> np.ndarray:
+    """Items the rankers never saw (registered online after training) would score as nothing; instead each
+    keeps its place in the candidate order: it takes the ranker score that sits at its candidate position
+    among the known items' scores."""
+    if not unknown.any() or unknown.all():
+        return scores
+    place = np.empty(len(scores), np.int64)
+    place[np.argsort(-candidate_scores, kind="stable")] = np.arange(len(scores))
+    known_best_first = np.sort(scores[~unknown])[::-1]
+    out = scores.copy()
+    out[unknown] = known_best_first[np.minimum(place[unknown], len(known_best_first) - 1)]
+    return out
+
+
 class RankingCore:
     def __init__(self, version_dir: Path, version: str, ranker: RankerPort) -> None:
         self.version = version
@@ -72,5 +86,6 @@ class RankingCore:
         scores = await self.ranker.score(
             history[history > 0], user, indices, np.asarray(candidate_scores, dtype=np.float32), timeout_s
         )
+        scores = keep_place_of_unknown(scores, indices == 0, np.asarray(candidate_scores, dtype=np.float64))
         order = np.argsort(-scores, kind="stable")[: k or len(scores)]
         return [Ranked(candidate_ids[i], float(scores[i])) for i in order]

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+from services.common.artifacts import ArtifactVersion
+from services.common.item_registry import item_registry
 from services.common.server import run_main
-from services.common.service import ArtifactService, in_thread
+from services.common.service import ArtifactService
 from services.common.settings import EnvReader, ServerSettings
+from services.common.stores import StateSettings
 from services.synthetic.core import SyntheticCore
 from services.synthetic.servicer import SyntheticServicer, registration
 
+log = logging.getLogger(__name__)
+
 
 def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
+    registry = item_registry(StateSettings.read(env, settings.artifacts))
     servicer = SyntheticServicer()
-    core = in_thread(lambda a: SyntheticCore(a.path, a.version))
-    return ArtifactService("synthetic", settings, servicer, registration(servicer), core)
+
+    async def build_core(artifacts: ArtifactVersion) -> SyntheticCore:
+        await registry.open()
+        core = await asyncio.to_thread(SyntheticCore, artifacts.path, artifacts.version, registry)
+        backfilled = await core.backfill()
+        if backfilled:
+            log.info("registered items carried to this version", extra={"items": backfilled})
+        return core
+
+    return ArtifactService("synthetic", settings, servicer, registration(servicer), build_core, registry.close)
 
 
 if __name__ == "__main__":

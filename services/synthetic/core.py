@@ -3,11 +3,13 @@ without generators says so: nothing here stands in for them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import asyncio
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from services.common.errors import FailedPrecondition, Violations
-from services.common.validation import check_attributes, check_id
+from services.common.item_registry import ItemRegistry, RegisteredItem
+from services.common.validation import MAX_ITEMS_PER_REGISTRATION, check_attributes, check_id, validate_items
 from trainer.layout import WORKFLOW_DIR
 from trainer.synthesis import GAN_DIR, Synthesis
 from trainer.workflow import Workflow
@@ -20,8 +22,9 @@ Chunk = tuple[list[tuple[str, dict[str, str]]], list[tuple[str, dict[str, str]]]
 
 
 class SyntheticCore:
-    def __init__(self, version_dir: Path, version: str) -> None:
+    def __init__(self, version_dir: Path, version: str, registry: ItemRegistry) -> None:
         self.version = version
+        self.registry = registry
         self.synthesis: Synthesis | None = None
         if (version_dir / GAN_DIR).is_dir():
             self.synthesis = Synthesis.load(version_dir / GAN_DIR, Workflow.load(version_dir / WORKFLOW_DIR))
@@ -46,6 +49,40 @@ class SyntheticCore:
         indices, weights = synthesis.cold_history(user_id, attributes, length)
         item_ids = [str(i) for i in synthesis.workflow.items.decode(indices)]
         return list(zip(item_ids, indices.tolist(), weights.tolist(), strict=True))
+
+    async def register(self, items: Sequence[tuple[str, dict[str, str]]]) -> int:
+        """New items get a collaborative vector from the item generator and go to the registry, where the
+        candidate services pick them up. Items the artefact already knows, or already registered, are not
+        registered again. Returns how many were new."""
+        validate_items(items)
+        synthesis = self.require_generator()
+        if synthesis.items is None:
+            raise FailedPrecondition(
+                f"artefact version {self.version} has no item generator (trained without item attributes, or "
+                "with a candidate model that has no item vectors)"
+            )
+        fresh = [
+            (item_id, attributes) for item_id, attributes in items if not synthesis.workflow.items.contains(item_id)
+        ]
+        if not fresh:
+            return 0
+        vectors = await asyncio.to_thread(synthesis.item_vectors, [a for _, a in fresh], [i for i, _ in fresh])
+        registered = [RegisteredItem(i, a, v) for (i, a), v in zip(fresh, vectors, strict=True)]
+        return await self.registry.add(self.version, registered)
+
+    async def backfill(self) -> int:
+        """Items registered under other artefact versions get vectors from this version's generator (the
+        vector space changes with every training)."""
+        if self.synthesis is None or self.synthesis.items is None:
+            return 0
+        everything = await self.registry.attributes()
+        mine, _ = await self.registry.since(self.version, 0)
+        have = {item.item_id for item in mine}
+        missing = [(item_id, attributes) for item_id, attributes in everything.items() if item_id not in have]
+        added = 0
+        for start in range(0, len(missing), MAX_ITEMS_PER_REGISTRATION):
+            added += await self.register(missing[start : start + MAX_ITEMS_PER_REGISTRATION])
+        return added
 
     def generate(self, kind: str, count: int, seed: int, conditions: Mapping[str, str], chunk: int) -> Iterator[Chunk]:
         """Chunks of at most `chunk` rows (interactions come with the users they belong to)."""

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 import grpc
 
 from recsys.v1 import common_pb2, synthetic_pb2, synthetic_pb2_grpc
-from services.common.errors import Unimplemented
 from services.common.server import Registration
 from services.common.service import CoreSlot
 from services.synthetic.core import SyntheticCore
@@ -40,8 +39,8 @@ class SyntheticServicer(synthetic_pb2_grpc.SyntheticServiceServicer, CoreSlot[Sy
     async def RegisterItems(
         self, request: synthetic_pb2.RegisterItemsRequest, context: grpc.aio.ServicerContext
     ) -> synthetic_pb2.RegisterItemsResponse:
-        self.ready_core.require_generator()
-        raise Unimplemented("item registration is not built in this release")
+        items = [(item.item_id, dict(item.attributes)) for item in request.items]
+        return synthetic_pb2.RegisterItemsResponse(registered=await self.ready_core.register(items))
 
     async def GenerateHistory(
         self, request: synthetic_pb2.GenerateHistoryRequest, context: grpc.aio.ServicerContext

@@ -155,8 +155,9 @@ class AutoencoderScorer:
 
     def user_state(self, history: np.ndarray) -> np.ndarray:
         """The decoder's last hidden layer for a history of item indices: logits = state @ kernel + bias."""
-        known = np.unique(history[(history > 0) & (history < self.size)])
         kernel, bias = self.encoder[0]
+        # Items added after training (with_items) have output columns but no input rows.
+        known = np.unique(history[(history > 0) & (history < kernel.shape[0])])
         # The input is binary and L2-normalised, so x @ W is the sum of the history's rows over sqrt(n).
         first = kernel[known].sum(axis=0) / math.sqrt(len(known)) if len(known) else np.zeros(kernel.shape[1])
         h = first + bias
@@ -169,6 +170,13 @@ class AutoencoderScorer:
         for kernel, bias in self.decoder[:-1]:
             h = np.tanh(h @ kernel + bias)
         return h.astype(np.float32)
+
+    def with_items(self, vectors: np.ndarray) -> AutoencoderScorer:
+        """A scorer whose catalogue also holds these items (rows [kernel column, bias], as item_vectors
+        gives them): they get logits; as input they are unknown."""
+        kernel, bias = self.decoder[-1]
+        logits = (np.hstack([kernel, vectors[:, :-1].T]).astype(np.float32), np.append(bias, vectors[:, -1]))
+        return AutoencoderScorer(self.encoder, [*self.decoder[:-1], logits], self.meta)
 
     def item_matrix(self) -> tuple[np.ndarray, np.ndarray]:
         """(kernel [state, n_items], bias [n_items]): logits = state @ kernel + bias."""

@@ -119,10 +119,22 @@ class CandidateScorer:
         self._item_rows = np.zeros((0, 0), np.float32)
         if self.index is not None and isinstance(self.model, AutoencoderCandidates):
             self._item_rows = item_vectors(self.model.scorer)
+        # Items appended after the index was built are not in it: always in the pool.
+        indexed = self.index.size if self.index is not None else len(self.popularity)
+        self._outside_index = np.arange(indexed, len(self.popularity))
         sample_size = min(NORMALISER_SAMPLE, len(self.popularity) - 1)
         self._normaliser_sample = 1 + np.random.default_rng(0).choice(
             len(self.popularity) - 1, sample_size, replace=False
         )
+
+    def with_items(self, vectors: np.ndarray) -> CandidateScorer:
+        """The scorer with new items appended after the last index (their popularity is 0): items
+        registered online with a generated vector."""
+        if not isinstance(self.model, AutoencoderCandidates):
+            raise TypeError(f"the {self.model.name} candidate model cannot take items without interactions")
+        model = AutoencoderCandidates(self.model.scorer.with_items(vectors), self.model.transfer)
+        popularity = np.append(self.popularity, np.zeros(len(vectors), self.popularity.dtype))
+        return CandidateScorer(model, popularity, self.shrinkage, self.index)
 
     def top(
         self,
@@ -148,7 +160,7 @@ class CandidateScorer:
         found, _ = self.index.search(np.append(state, 1.0), reach)
         transfer = self.model.transfer
         cold = transfer.cold if transfer is not None else np.zeros(0, np.int64)
-        pool = np.unique(np.concatenate([found, self.popular_order[:reach], cold]))
+        pool = np.unique(np.concatenate([found, self.popular_order[:reach], cold, self._outside_index]))
         pool = pool[(pool > 0) & ~np.isin(pool, excluded)]
         query = np.append(state, 1.0).astype(np.float32)
         logits = self._item_rows[pool] @ query
