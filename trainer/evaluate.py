@@ -20,6 +20,8 @@ from trainer.models.candidates import load_candidate_scorer
 from trainer.models.neighbours import top_n
 from trainer.models.popularity import load_popularity
 from trainer.models.ranking import Ranker
+from trainer.synthesis import GAN_DIR, Synthesis
+from trainer.synthetic_quality import synthetic_quality
 from trainer.triton_contract import RANKER_MODEL, REPOSITORY_DIR
 from trainer.triton_repository import MODEL_VERSION
 from trainer.workflow import Workflow
@@ -115,5 +117,9 @@ def evaluate_split(split: Path, artifacts: Path, with_ease: bool = True) -> dict
         matrix[known["user_index"].to_numpy(), known["item_index"].to_numpy() - 1] = 1.0
         rows = workflow.users.encode(test["user_id"].to_numpy()).tolist()
         result["ease"] = ease_lists(matrix, histories, rows, n, targets, depths)
+    if (version_dir / GAN_DIR).is_dir():
+        users = pd.read_csv(split / "users.csv", dtype=str) if (split / "users.csv").is_file() else None
+        synthesis = Synthesis.load(version_dir / GAN_DIR, workflow)
+        result["synthetic"] = synthetic_quality(synthesis, train, test, users, int(config["seed"]))
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
