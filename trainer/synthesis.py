@@ -246,7 +246,8 @@ def fit_synthesis(
     item_generator = None
     if item_targets is not None and items is not None and workflow.item_attributes.columns:
         item_conditions = workflow.item_attributes.dense_table(items, workflow.items.ids)
-        warm = np.flatnonzero(interactions.sum(axis=0) > 0)
+        counts = interactions.sum(axis=0)
+        warm = np.flatnonzero(counts > 0)
         warm = warm[warm > 0]
         item_config = {**config, "steps": config["item_steps"]}
         item_generator, item_curves = train_conditional_wgan(
@@ -256,6 +257,7 @@ def fit_synthesis(
             seed + 1,
             "linear",
             reconstruction_weight=float(config["item_reconstruction"]),
+            row_weights=counts[warm].astype(np.float64) ** float(config["item_popularity_exponent"]),
         )
         curves["items"] = item_curves.to_json()
 

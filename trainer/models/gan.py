@@ -136,8 +136,10 @@ def train_conditional_wgan(
     seed: int,
     output: str,
     reconstruction_weight: float = 0.0,
+    row_weights: np.ndarray | None = None,
 ) -> tuple[Generator, GanCurves]:
-    """WGAN-GP on (condition, target) rows: critic_steps critic updates per generator update."""
+    """WGAN-GP on (condition, target) rows: critic_steps critic updates per generator update. Batches draw
+    rows uniformly, or in proportion to row_weights."""
     import keras
     import tensorflow as tf
 
@@ -190,8 +192,15 @@ def train_conditional_wgan(
     c_all = tf.constant(conditions.astype(np.float32))
     critic_steps = int(config["critic_steps"])
 
+    log_weights = None
+    if row_weights is not None:
+        log_weights = tf.constant(np.log(np.maximum(row_weights, 1e-12))[None, :].astype(np.float32))
+
     def batch() -> tuple[tf.Tensor, tf.Tensor]:
-        rows = tf.random.shuffle(tf.range(n))[:batch_size]
+        if log_weights is None:
+            rows = tf.random.shuffle(tf.range(n))[:batch_size]
+        else:
+            rows = tf.random.categorical(log_weights, batch_size)[0]
         return tf.gather(x_all, rows), tf.gather(c_all, rows)
 
     @tf.function
