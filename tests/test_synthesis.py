@@ -142,3 +142,22 @@ def test_unknown_candidates_keep_their_candidate_place() -> None:
     assert out.tolist() == [0.1, 0.3, 0.5, 0.3]
     same = keep_place_of_unknown(ranker, np.zeros(4, bool), candidate_scores)
     assert same.tolist() == ranker.tolist()
+
+
+def test_quality_figures(synthesis: Synthesis, demo: tuple[Workflow, pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
+    from trainer.synthetic_quality import synthetic_quality
+
+    _, interactions, users, _ = demo
+    ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable").astype({"timestamp": np.int64})
+    last = ordered.groupby("user_id").tail(1)
+    train, test = ordered.drop(last.index), last
+    quality = synthetic_quality(synthesis, train, test, users)
+    fidelity, utility, privacy = quality["fidelity"], quality["utility"], quality["privacy"]
+    assert fidelity["synthetic_interactions"] == len(train)
+    assert fidelity["item_popularity_jensen_shannon"] < 0.1 and fidelity["item_popularity_spearman"] > 0.7
+    assert fidelity["history_length_ks"] < 0.2
+    assert set(fidelity["attribute_marginals_total_variation"]) == {"age_group", "gender", "country"}
+    # Trained on synthetic interactions, the recommender keeps a good part of what real data gives it.
+    assert utility["hr10_ratio"] > 0.5, utility
+    assert privacy["synthetic_users_equal_to_a_training_user"] == 0
+    assert privacy["synthetic_closer_than_the_holdout_5th_percentile"] < 0.2

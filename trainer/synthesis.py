@@ -34,6 +34,8 @@ META_FILE = "synthesis.json"
 SYNTHETIC_USER_PREFIX = "synthetic-user-"
 SYNTHETIC_ITEM_PREFIX = "synthetic-item-"
 QUANTILES = 101
+TRAINING_SETS_FILE = "training_sets.npy"
+MAX_REDRAWS = 20
 # Attribute values kept per column for sampling (the rest are rare; they are dropped, not invented).
 MAX_VALUES_PER_COLUMN = 1000
 
@@ -51,6 +53,12 @@ def _marginals(table: pd.DataFrame | None, encoder: AttributeEncoder) -> dict[st
         if len(counts):
             out[column.name] = {"values": counts.index.tolist(), "weights": (counts / counts.sum()).tolist()}
     return out
+
+
+def item_set_key(indices: np.ndarray) -> int:
+    """A 64-bit digest of a set of item indices."""
+    digest = hashlib.blake2b(np.sort(np.asarray(indices, np.int64)).astype("<i8").tobytes(), digest_size=8)
+    return int.from_bytes(digest.digest(), "little")
 
 
 def stable_seed(*parts: object) -> int:
@@ -72,6 +80,7 @@ class Synthesis:
     samples: int  # generator samples averaged for a cold user
     cold_history_length: int  # items in a cold user's generated history
     curves: dict[str, dict[str, list[float]]]
+    training_sets: set[int]  # item_set_key of every training user's items
 
     # ------------------------------------------------------------ conditions
 
@@ -165,9 +174,9 @@ class Synthesis:
                 if made >= count:
                     break
                 length = int(min(lengths[b], count - made, len(item_ids)))
-                # Gumbel top-k: a weighted draw without replacement in one vectorised step.
-                keys = np.log(np.maximum(vectors[b], 1e-12)) - np.log(-np.log(rng.random(len(item_ids))))
-                chosen = np.argpartition(-keys, length - 1)[:length]
+                chosen = self._draw_items(vectors[b], length, rng)
+                if chosen is None:
+                    continue  # every draw equalled a training user's item set
                 times = starts[b] + np.cumsum(self._quantile_sample(self.gaps, length, rng))
                 user_id = f"{SYNTHETIC_USER_PREFIX}{seed}-{user}"
                 users.append((user_id, attributes[b]))
@@ -181,6 +190,17 @@ class Synthesis:
                     users, rows = [], rows[chunk:]
         if rows or users:
             yield users, rows
+
+    def _draw_items(self, weights: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray | None:
+        """`length` item positions drawn without replacement in proportion to weights (Gumbel top-k, one
+        vectorised step), redrawn when the set equals a training user's: no synthetic user copies a real one."""
+        log_weights = np.log(np.maximum(weights, 1e-12))
+        for _ in range(MAX_REDRAWS):
+            keys = log_weights - np.log(-np.log(rng.random(len(weights))))
+            chosen = np.argpartition(-keys, length - 1)[:length]
+            if item_set_key(chosen + 1) not in self.training_sets:
+                return chosen
+        return None
 
     # ------------------------------------------------------------ persistence
 
@@ -201,6 +221,8 @@ class Synthesis:
             "curves": self.curves,
         }
         (directory / META_FILE).write_text(json.dumps(meta))
+        keys = np.asarray(sorted(self.training_sets), dtype=np.uint64)
+        np.save(directory / TRAINING_SETS_FILE, keys, allow_pickle=False)
 
     @classmethod
     def load(cls, directory: Path, workflow: Workflow) -> Synthesis:
@@ -217,6 +239,7 @@ class Synthesis:
             int(meta["samples"]),
             int(meta["cold_history_length"]),
             meta["curves"],
+            {int(k) for k in np.load(directory / TRAINING_SETS_FILE, allow_pickle=False)},
         )
 
 
@@ -279,4 +302,5 @@ def fit_synthesis(
         int(config["samples"]),
         int(config["cold_history"]),
         curves,
+        {item_set_key(np.flatnonzero(interactions[u])) for u in user_rows},
     )
