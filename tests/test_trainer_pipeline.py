@@ -202,6 +202,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, dict
     override = base / "config.toml"
     override.write_text(
         '[candidates]\nmodel = "item_knn"\n[item_knn]\nneighbours = 60\n[markov]\norder = 2\n[ranking]\nmodels = []\n'
+        "[gan]\nsteps = 300\n"
     )
     config = load_config(override)
     steps: list[str] = []
@@ -211,7 +212,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, dict
 
 def test_train_writes_one_complete_version(trained: tuple[TrainResult, dict[str, Any], Path, list[str]]) -> None:
     result, _, root, steps = trained
-    assert steps == ["workflow", "validation", "models", "write"]
+    assert steps == ["workflow", "validation", "models", "synthetic", "write"]
     version_dir = result.version_dir
     assert version_dir.parent == root
     assert resolve_version(root) == version_dir.resolve()
@@ -239,6 +240,14 @@ def test_train_writes_one_complete_version(trained: tuple[TrainResult, dict[str,
         "triton/ranker/1/ranker.json",
         "triton/ranker/1/markov.indices.npy",
         "triton/ranker/1/markov.values.npy",
+        "triton/ranker/1/model.onnx",
+        "triton/ranker/configs/gpu.pbtxt",
+        "triton/ranker/configs/gpu-cuda.pbtxt",
+        "gan/synthesis.json",
+        "gan/training_sets.npy",
+        "gan/user_generator.json",
+        *(f"gan/user_generator.{part}{i}.npy" for part in ("kernel", "bias") for i in range(2)),
+        "gan_curves.png",
     } == files
     assert not any(p.name.startswith(".") for p in root.iterdir())
 
@@ -301,7 +310,9 @@ def test_train_report(trained: tuple[TrainResult, dict[str, Any], Path, list[str
     assert report["data"]["users_with_attributes"] == 300
     assert [q["rows_kept"] for q in report["quality"]] == [report["data"]["interactions"], 120, 300]
     # The report is written inside the "write" stage, so it times the stages before it.
-    assert set(report["timings_s"]) == {"workflow", "validation", "models"}
+    assert set(report["timings_s"]) == {"workflow", "validation", "models", "synthetic"}
+    # item_knn has no item vectors: a user generator only.
+    assert report["models"]["synthetic"]["item_generator"] is False
     markdown = (result.version_dir / REPORT_MD).read_text()
     assert markdown.startswith(f"# Training report {report['version']}")
     assert "## Data quality" in markdown
@@ -340,7 +351,7 @@ def trained_autoencoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Train
     override.write_text(
         "[autoencoder]\nhidden = [64]\nlatent = 16\nepochs = 12\npatience = 3\nbatch_size = 64\n"
         "[gru4rec]\nepochs = 2\nunits = 16\nembedding = 8\n[caser]\nepochs = 2\nembedding = 8\n"
-        "[candidates]\nann_min_items = 1\n"
+        "[candidates]\nann_min_items = 1\n[gan]\nsteps = 300\nitem_steps = 300\n"
     )
     steps: list[str] = []
     result = train(

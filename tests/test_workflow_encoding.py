@@ -708,15 +708,16 @@ def second_dataset(tmp_path: Path, first: Any) -> dict[str, Path]:
 def test_train_twice_keeps_indices_of_persisting_ids(tmp_path: Path) -> None:
     first = generate(n_users=150, n_items=60, mean_history=10)
     paths = first.write(tmp_path / "first")
-    config = load_config()
+    override = tmp_path / "config.toml"
+    override.write_text("[gan]\nenabled = false\n")  # vocabularies are the point here, not generators
+    config = load_config(override)
     root = tmp_path / "artifacts"
     dataset_1 = load_csvs(paths["interactions"], paths["items"], paths["users"])
     result_1 = train(dataset_1, config, root)
     paths_2 = second_dataset(tmp_path, first)
     dataset_2 = load_csvs(paths_2["interactions"], paths_2["items"], paths_2["users"])
     assert isinstance(dataset_2, Dataset)
-    override = tmp_path / "config.toml"
-    override.write_text('[workflow.attribute_kinds]\nyear = "numeric"\n')
+    override.write_text('[workflow.attribute_kinds]\nyear = "numeric"\n[gan]\nenabled = false\n')
     result_2 = train(dataset_2, load_config(override), root)
     assert result_1.version_dir != result_2.version_dir
 

@@ -297,6 +297,15 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         validation = validate(encoded, workflow, config, step)
     with stage("models"):
         models = fit_models(encoded, workflow, config, epochs=validation.best_epoch, step=step)
+    synthesis = None
+    if config["gan"]["enabled"]:
+        with stage("synthetic"):
+            item_targets = (
+                item_vectors(models.candidates.scorer) if isinstance(models.candidates, AutoencoderCandidates) else None
+            )
+            synthesis = fit_synthesis(
+                encoded, workflow, dataset.users, dataset.items, item_targets, config["gan"], config["seed"]
+            )
 
     version = artifacts.new_version_name()
     if step is not None:
@@ -327,20 +336,9 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         ranker = validation.ranker or Ranker(models.markov)
         ranker.markov = models.markov
         write_ranker(staging / REPOSITORY_DIR, ranker)
-        synthesis = None
-        if config["gan"]["enabled"]:
-            if step is not None:
-                step("synthetic: training the user and item generators")
-            started = time.perf_counter()
-            item_targets = (
-                item_vectors(models.candidates.scorer) if isinstance(models.candidates, AutoencoderCandidates) else None
-            )
-            synthesis = fit_synthesis(
-                encoded, workflow, dataset.users, dataset.items, item_targets, config["gan"], config["seed"]
-            )
+        if synthesis is not None:
             synthesis.save(staging / GAN_DIR)
             plot_gan_curves(synthesis.curves, staging / GAN_CURVES_PNG)
-            timings["gan"] = round(time.perf_counter() - started, 3)
         curves = {"validation": validation.curves, "final": models.autoencoder.curves if models.autoencoder else {}}
         if validation.curves:
             plot_curves(curves, staging / CURVES_PNG)

@@ -61,7 +61,7 @@ def run_training(
         dataset = _load_dataset(interactions, items, users, movielens, config["data"]["min_rating"])
     except (ConfigError, DataError, OSError) as error:
         _fail(str(error))
-    steps = ("workflow", "validation", "models", "write")
+    steps = ("workflow", "validation", "models", "synthetic", "write")
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
     ) as progress:
