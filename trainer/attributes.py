@@ -209,6 +209,8 @@ class AttributeEncoder:
 
     def encode_frame(self, frame: pd.DataFrame) -> EncodedAttributes:
         columns = [c.name for c in self.columns if c.name in frame.columns]
+        if not columns:  # one (empty) row per frame row, which to_dict would not give
+            return self.encode_rows([{}] * len(frame))
         records = frame[columns].fillna("").astype(str).to_dict("records")
         return self.encode_rows([{str(k): str(v) for k, v in row.items()} for row in records])
 

@@ -51,7 +51,8 @@ from trainer.models.popularity import fit_popularity, save_popularity
 from trainer.models.ranking import Ranker, fit_weights
 from trainer.models.sequential import Caser, GRU4Rec, train_caser, train_gru4rec
 from trainer.report import plot_curves, plot_gan_curves
-from trainer.synthesis import GAN_DIR, fit_synthesis
+from trainer.synthesis import GAN_DIR, Synthesis, fit_synthesis
+from trainer.synthetic_quality import synthetic_quality
 from trainer.triton_contract import REPOSITORY_DIR
 from trainer.triton_repository import write_ranker
 from trainer.workflow import Workflow
@@ -251,6 +252,19 @@ def fit_cold_items(
     return {"codes": codes, "features": int(features.shape[1]), "cold_items": len(cold), "loss": losses}
 
 
+def training_quality(
+    synthesis: Synthesis, interactions: pd.DataFrame, users: pd.DataFrame | None, config: dict[str, Any]
+) -> dict[str, Any]:
+    """The synthetic-data figures of trainer.synthetic_quality against the training data, utility on the last
+    item of up to ranking.validation_users users. The generators saw those items, so utility here is
+    optimistic; `recsys evaluate` on a split gives the held-out figure."""
+    ordered = interactions[["user_id", "item_id", "timestamp"]].astype({"user_id": str, "item_id": str})
+    ordered = ordered.sort_values(["user_id", "timestamp"], kind="stable")
+    last = ordered.groupby("user_id", sort=False).tail(1)
+    held = last.sample(min(len(last), int(config["ranking"]["validation_users"])), random_state=config["seed"])
+    return synthetic_quality(synthesis, ordered.drop(held.index), held, users, int(config["seed"]))
+
+
 def previous_workflow(out_root: Path) -> Workflow | None:
     """The workflow of the version `current` points at, so ids that persist keep their indices."""
     try:
@@ -298,6 +312,7 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
     with stage("models"):
         models = fit_models(encoded, workflow, config, epochs=validation.best_epoch, step=step)
     synthesis = None
+    synthetic_report: dict[str, Any] = {}
     if config["gan"]["enabled"]:
         with stage("synthetic"):
             item_targets = (
@@ -306,6 +321,12 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
             synthesis = fit_synthesis(
                 encoded, workflow, dataset.users, dataset.items, item_targets, config["gan"], config["seed"]
             )
+            synthetic_report = {
+                "user_generator": True,
+                "item_generator": synthesis.items is not None,
+                "final_critic_distance": {k: v["critic"][-1] for k, v in synthesis.curves.items()},
+                "quality": training_quality(synthesis, interactions, dataset.users, config),
+            }
 
     version = artifacts.new_version_name()
     if step is not None:
@@ -362,13 +383,7 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
             "models": {
                 "candidates": models.candidates.name,
                 "ranking": "markov blend",
-                "synthetic": None
-                if synthesis is None
-                else {
-                    "user_generator": True,
-                    "item_generator": synthesis.items is not None,
-                    "final_critic_distance": {k: v["critic"][-1] for k, v in synthesis.curves.items()},
-                },
+                "synthetic": synthetic_report if synthesis is not None else None,
             },
         }
         (staging / REPORT_JSON).write_text(json.dumps(report, indent=1, sort_keys=True))
@@ -403,6 +418,15 @@ def render_report(report: dict[str, Any]) -> str:
         lines.append(
             f"- generators: users, items {synthetic['item_generator']}; final critic estimates of the Wasserstein "
             f"distance {synthetic['final_critic_distance']} (curves: {GAN_CURVES_PNG})"
+        )
+        quality = synthetic["quality"]
+        fidelity, utility, privacy = quality["fidelity"], quality["utility"], quality["privacy"]
+        lines.append(
+            f"- synthetic data vs training data: item popularity JS {fidelity['item_popularity_jensen_shannon']}, "
+            f"history length KS {fidelity['history_length_ks']}; train-on-synthetic HR@10 ratio "
+            f"{utility['hr10_ratio']} (optimistic: the generators saw the test items); copies of training users "
+            f"{privacy['synthetic_users_equal_to_a_training_user']}; closest-record distance median "
+            f"{privacy['distance_to_closest_record_median']}"
         )
     if report.get("autoencoder"):
         lines.append(f"- autoencoder best epoch: {report['autoencoder']['best_epoch']} (curves: {CURVES_PNG})")
