@@ -10,6 +10,8 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.launcher.environment import suite_environment
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -38,7 +40,9 @@ def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float 
 
 def start_server(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     """Run command (quietly) with env added to ours; return once 127.0.0.1:port is SERVING."""
-    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, env={**suite_environment(os.environ), **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_serving(f"127.0.0.1:{port}", process)
     except BaseException:

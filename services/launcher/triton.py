@@ -25,6 +25,8 @@ from typing import IO
 
 import pytriton
 
+from services.launcher.environment import suite_environment
+
 DIST = Path(pytriton.__file__).resolve().parent / "tritonserver"
 LIBS = Path(pytriton.__file__).resolve().parent.parent / "nvidia_pytriton.libs"
 
@@ -49,7 +51,7 @@ def prepare_backends(workspace: Path) -> Path:
 
 
 def server_environment() -> dict[str, str]:
-    env = dict(os.environ)
+    env = suite_environment(os.environ)
     libs = [sysconfig.get_config_var("LIBDIR") or "", str(LIBS), env.get("LD_LIBRARY_PATH", "")]
     env["LD_LIBRARY_PATH"] = ":".join(p for p in libs if p)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
