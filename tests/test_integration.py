@@ -284,3 +284,39 @@ def test_up_trains_serves_and_prints_a_recommendation(tmp_path: Path) -> None:
     assert len(sample["items"]) == 5
     assert sample["degraded_stages"] == []
     assert (tmp_path / "artifacts" / "current" / "manifest.json").is_file()
+
+
+def _metrics_of(suite: Served, name: str) -> str:
+    import urllib.request
+
+    environ = Path(f"/proc/{suite.service_pid(name)}/environ").read_bytes().split(b"\0")
+    port = next(e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"RECSYS_METRICS_PORT="))
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def test_every_service_serves_prometheus_metrics(
+    suite: Served, gateway: gateway_pb2_grpc.GatewayStub, history: pd.DataFrame, artifacts: Path
+) -> None:
+    user = str(history["user_id"].iloc[3])
+    for _ in range(3):
+        recommend(gateway, user)
+    with pytest.raises(grpc.RpcError):
+        recommend(gateway, user, 0)  # INVALID_ARGUMENT, counted as such
+    text = _metrics_of(suite, "gateway")
+    version = json.loads((artifacts / "current" / "manifest.json").read_text())["version"]
+
+    def sample(line_start: str) -> float:
+        lines = [line for line in text.splitlines() if line.startswith(line_start)]
+        assert lines, line_start
+        return float(lines[0].rsplit(" ", 1)[1])
+
+    recommend_ok = 'recsys_rpc_requests_total{code="OK",method="/recsys.v1.Gateway/Recommend",service="gateway"}'
+    assert sample(recommend_ok) >= 3
+    bad = 'recsys_rpc_requests_total{code="INVALID_ARGUMENT",method="/recsys.v1.Gateway/Recommend",service="gateway"}'
+    assert sample(bad) >= 1
+    for stage in ("features", "candidates", "ranking"):
+        assert sample(f'recsys_gateway_stage_latency_seconds_count{{stage="{stage}"}}') >= 3
+    assert sample(f'recsys_model_version{{service="gateway",version="{version}"}}') == 1.0
+    ranking = _metrics_of(suite, "ranking")
+    assert 'method="/recsys.v1.RankingService/Rank",service="ranking"' in ranking

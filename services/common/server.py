@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common import metrics
 from services.common.errors import DomainError, internal_status, to_grpc_status
 from services.common.logs import configure_logging
 from services.common.settings import EnvReader, ServerSettings, SettingsError
@@ -78,29 +80,47 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_unary(self, behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await self._gate(context)
+            started, code = time.perf_counter(), "OK"
             try:
                 return await behaviour(request, context)
             except DomainError as error:
+                code = error.code.name
                 await self._abort_domain(context, method, error)
-            except (grpc.aio.AbortError, asyncio.CancelledError):
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except grpc.aio.AbortError:
+                code = "ABORTED_BY_SERVICER"
                 raise
             except Exception:  # noqa: BLE001 - every unexpected error becomes INTERNAL
+                code = "INTERNAL"
                 await self._abort_internal(context, method)
+            finally:
+                metrics.record_rpc(method, code, time.perf_counter() - started)
 
         return wrapped
 
     def _wrap_stream(self, behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             await self._gate(context)
+            started, code = time.perf_counter(), "OK"
             try:
                 async for response in behaviour(request, context):
                     yield response
             except DomainError as error:
+                code = error.code.name
                 await self._abort_domain(context, method, error)
-            except (grpc.aio.AbortError, asyncio.CancelledError):
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except grpc.aio.AbortError:
+                code = "ABORTED_BY_SERVICER"
                 raise
             except Exception:  # noqa: BLE001 - every unexpected error becomes INTERNAL
+                code = "INTERNAL"
                 await self._abort_internal(context, method)
+            finally:
+                metrics.record_rpc(method, code, time.perf_counter() - started)
 
         return wrapped
 
@@ -192,6 +212,9 @@ async def serve(service: Service, settings: ServerSettings) -> None:
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     await set_serving(health_servicer, names, serving=False)
+    if settings.metrics_port >= 0:
+        metrics_port = metrics.serve_metrics(settings.host, settings.metrics_port)
+        log.info("metrics", extra={"address": f"http://{settings.host}:{metrics_port}/metrics"})
     await server.start()
     if settings.port_file is not None:
         write_port_file(settings.port_file, port)
@@ -238,4 +261,5 @@ def run_main(name: str, build: Callable[[EnvReader, ServerSettings], Service]) -
         print(f"{name}: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(name, settings.log_level)
+    metrics.set_service(name)
     asyncio.run(serve(service, settings))

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
+from services.common import metrics
 from services.common.artifacts import ArtifactVersion, open_artifacts
 from services.common.errors import Unavailable
 from services.common.server import Registration
@@ -43,6 +44,7 @@ class ArtifactService:
     async def start(self) -> None:
         artifacts = await asyncio.to_thread(open_artifacts, self.settings.artifacts)
         self.servicer.core = await self._build_core(artifacts)
+        metrics.serving_version(artifacts.version)
 
     async def close(self) -> None:
         if self._on_close is not None:

@@ -101,6 +101,8 @@ class ServerSettings:
     max_message_bytes: int
     grace_seconds: float
     max_concurrent_rpcs: int
+    # Prometheus /metrics on this port (0: a free one, logged); -1: none.
+    metrics_port: int
     # When set, the bound port is written here once the server listens (the launcher reads it).
     port_file: Path | None
 
@@ -115,5 +117,6 @@ class ServerSettings:
             max_message_bytes=env.integer("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
             grace_seconds=env.number("GRACE_SECONDS", 5.0, 0.0, 300.0),
             max_concurrent_rpcs=env.integer("MAX_CONCURRENT_RPCS", 256, 1, 100_000),
+            metrics_port=env.integer("METRICS_PORT", -1, -1, 65535),
             port_file=Path(port_file) if port_file else None,
         )

@@ -8,7 +8,7 @@ from services.common.artifacts import ArtifactVersion
 from services.common.server import run_main
 from services.common.service import ArtifactService
 from services.common.settings import EnvReader, ServerSettings
-from services.gateway.adapters import Addresses, Downstream, StageBudgets
+from services.gateway.adapters import Addresses, BreakerSettings, Downstream, StageBudgets
 from services.gateway.core import GatewayCore
 from services.gateway.servicer import GatewayServicer, registration
 from trainer.layout import MODELS_DIR, WORKFLOW_DIR
@@ -38,7 +38,11 @@ def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
     default_deadline_s = env.integer("DEFAULT_DEADLINE_MS", 2_000, 1, 600_000) / 1000
     max_events = env.integer("MAX_EVENTS_PER_REQUEST", 1000, 1, 1_000_000)
     dependency_wait_s = env.number("DEPENDENCY_WAIT_S", 120.0, 0.1, 3600.0)
-    downstream = Downstream(addresses, budgets, settings.max_message_bytes)
+    breakers = BreakerSettings(
+        failures=env.integer("BREAKER_FAILURES", 5, 1, 10_000),
+        open_s=env.integer("BREAKER_OPEN_MS", 1_000, 1, 600_000) / 1000,
+    )
+    downstream = Downstream(addresses, budgets, settings.max_message_bytes, breakers)
     servicer = GatewayServicer(downstream, default_deadline_s)
 
     async def build_core(artifacts: ArtifactVersion) -> GatewayCore:

@@ -20,7 +20,9 @@ from recsys.v1 import (
     synthetic_pb2,
     synthetic_pb2_grpc,
 )
+from services.common.breaker import CircuitBreaker
 from services.common.clients import Deadline, domain_error_from_rpc, open_channel, wait_until_serving
+from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.validation import EventInput
 from services.gateway.core import Scored
 
@@ -47,12 +49,22 @@ def _scored(items: Sequence[common_pb2.ScoredItem]) -> list[Scored]:
     return [Scored(i.item_id, i.score, i.source) for i in items]
 
 
+@dataclass(frozen=True)
+class BreakerSettings:
+    failures: int
+    open_s: float
+
+
 class Downstream:
-    def __init__(self, addresses: Addresses, budgets: StageBudgets, max_message_bytes: int) -> None:
+    def __init__(
+        self, addresses: Addresses, budgets: StageBudgets, max_message_bytes: int, breakers: BreakerSettings
+    ) -> None:
         self.addresses = addresses
         self.budgets = budgets
         self.max_message_bytes = max_message_bytes
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # One per downstream: a stage that keeps failing is skipped at once instead of timing out per call.
+        self._breakers = {name: CircuitBreaker(name, breakers.failures, breakers.open_s) for name in vars(addresses)}
 
     def open(self) -> None:
         """Channels belong to the running event loop, so they are made inside it."""
@@ -71,12 +83,20 @@ class Downstream:
         await asyncio.gather(*(channel.close() for channel in self._channels.values()))
         self._channels = {}
 
-    @staticmethod
-    async def _call(stage: str, method: Callable[..., Awaitable[Any]], request: Any, timeout: float) -> Any:
+    async def _call(self, stage: str, method: Callable[..., Awaitable[Any]], request: Any, timeout: float) -> Any:
+        breaker = self._breakers[stage]
+        breaker.before_call()
         try:
-            return await method(request, timeout=timeout)
+            reply = await method(request, timeout=timeout)
         except grpc.aio.AioRpcError as error:
-            raise domain_error_from_rpc(error, stage) from None
+            domain_error = domain_error_from_rpc(error, stage)
+            if isinstance(domain_error, (Unavailable, DeadlineExceeded)):
+                breaker.failed()
+            else:
+                breaker.succeeded()  # it answered; the request was what it refused
+            raise domain_error from None
+        breaker.succeeded()
+        return reply
 
     async def user_context(
         self, user_id: str, attributes: Mapping[str, str], deadline: Deadline

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from recsys.v1 import common_pb2
+from services.common import metrics
 from services.common.clients import Deadline
 from services.common.errors import DeadlineExceeded, FailedPrecondition, Unavailable, Violations
 from services.common.validation import (
@@ -102,18 +103,21 @@ class GatewayCore:
     ) -> Recommendation:
         self.validate_recommend(user_id, k, attributes, exclude)
         # Without the user's history nothing guarantees seen items stay out: no answer rather than a wrong one.
-        context = await self.downstream.user_context(user_id, attributes, deadline)
+        with metrics.stage_timer(Stage.FEATURES.value):
+            context = await self.downstream.user_context(user_id, attributes, deadline)
         degraded: list[Stage] = []
         if not context.known_user and not context.history:
             try:
-                await self._generate_history(context, user_id, attributes, deadline)
+                with metrics.stage_timer(Stage.SYNTHETIC.value):
+                    await self._generate_history(context, user_id, attributes, deadline)
             except DEGRADABLE as error:
                 log.warning("cold-user history degraded to popularity", extra={"error": str(error)})
                 degraded.append(Stage.SYNTHETIC)
         never = {*context.seen_item_ids, *exclude}
         n = min(max(self.candidates_n, k), MAX_K)
         try:
-            candidates = await self.downstream.candidates(context, n, list(exclude), deadline)
+            with metrics.stage_timer(Stage.CANDIDATES.value):
+                candidates = await self.downstream.candidates(context, n, list(exclude), deadline)
         except DEGRADABLE as error:
             log.warning("candidates degraded to popularity", extra={"error": str(error)})
             degraded.append(Stage.CANDIDATES)
@@ -121,12 +125,15 @@ class GatewayCore:
         ranked = candidates
         if candidates:
             try:
-                ranked = await self.downstream.rank(context, candidates, k, deadline)
+                with metrics.stage_timer(Stage.RANKING.value):
+                    ranked = await self.downstream.rank(context, candidates, k, deadline)
             except DEGRADABLE as error:
                 log.warning("ranking degraded to candidate order", extra={"error": str(error)})
                 degraded.append(Stage.RANKING)
         # A last guard: whatever a stage returned, nothing seen or excluded leaves the gateway.
         items = [item for item in ranked if item.item_id not in never][:k]
+        for stage in degraded:
+            metrics.degraded(stage.value)
         return Recommendation(items, self.model_version, not context.known_user, degraded)
 
     async def _generate_history(

@@ -153,6 +153,8 @@ def _start_suite(
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     console.print(f"[green]gateway ready:[/green] {address}")
+    for name, metrics_address in suite.metrics_addresses.items():
+        console.print(f"  metrics of {name}: {metrics_address}")
     print(f"gateway {address}", flush=True)  # on stdout, for scripts
     return suite
 

@@ -87,6 +87,8 @@ class Suite:
 
     def _spawn(self, name: str, env: dict[str, str]) -> Child:
         assert self._run_dir is not None
+        # Each child serves Prometheus /metrics on its own port, kept across restarts (env is kept).
+        env = {"RECSYS_METRICS_PORT": str(free_port(self.host)), **env}
         log_dir = self.log_dir or artifact_root(self.artifacts) / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{name}.log"
@@ -150,6 +152,13 @@ class Suite:
             version_dir / REPOSITORY_DIR, free_port(self.host), log_dir / "triton.log", self.triton_config
         )
         self.triton.start(preexec_fn=_die_with_parent)
+
+    @property
+    def metrics_addresses(self) -> dict[str, str]:
+        return {
+            name: f"http://{self.host}:{child.env['RECSYS_METRICS_PORT']}/metrics"
+            for name, child in self.children.items()
+        }
 
     def restart_triton(self) -> bool:
         """Start tritonserver again on its old port (the ranking service keeps its address)."""

@@ -1,0 +1,65 @@
+"""Prometheus metrics of a service process, served on /metrics (RECSYS_METRICS_PORT).
+
+Every service: RPCs by method and status code, their latency, the artefact version it serves. The
+gateway also: the latency of each stage of a request and the degraded answers by the stage skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+# Request latencies of a recommender suite: from sub-millisecond hops to multi-second streams.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+RPC_REQUESTS = Counter("recsys_rpc_requests", "RPCs answered, by method and status code", ["service", "method", "code"])
+RPC_LATENCY = Histogram(
+    "recsys_rpc_latency_seconds", "Time to answer an RPC", ["service", "method"], buckets=LATENCY_BUCKETS
+)
+MODEL_VERSION = Gauge("recsys_model_version", "1 for the artefact version this process serves", ["service", "version"])
+STAGE_LATENCY = Histogram(
+    "recsys_gateway_stage_latency_seconds",
+    "Time a gateway request spent in each downstream stage",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+DEGRADED = Counter("recsys_gateway_degraded_answers", "Answers given without a stage, by the stage", ["stage"])
+
+_service = "unknown"
+
+
+def set_service(name: str) -> None:
+    global _service
+    _service = name
+
+
+def record_rpc(method: str, code: str, seconds: float) -> None:
+    RPC_REQUESTS.labels(_service, method, code).inc()
+    RPC_LATENCY.labels(_service, method).observe(seconds)
+
+
+def serving_version(version: str) -> None:
+    MODEL_VERSION.clear()
+    MODEL_VERSION.labels(_service, version).set(1)
+
+
+@contextmanager
+def stage_timer(stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        STAGE_LATENCY.labels(stage).observe(time.perf_counter() - started)
+
+
+def degraded(stage: str) -> None:
+    DEGRADED.labels(stage).inc()
+
+
+def serve_metrics(host: str, port: int) -> int:
+    """Start the /metrics HTTP endpoint on a thread; port 0 picks a free one. Returns the port."""
+    server, _ = start_http_server(port, addr=host)
+    return int(server.server_port)
