@@ -1,7 +1,8 @@
 """Ranking benchmark: the ranker (GRU4Rec + Caser + Markov + candidate score) for 10, 100 and 500 candidates,
-called four ways in the same run: in-process (numpy, what the CPU python backend runs), its ONNX graph
-in-process (onnxruntime on CPU, what the GPU configurations serve), on Triton directly (tritonclient), and
-through the ranking service over gRPC (service -> Triton). Every row is also a ratio to in-process numpy.
+called four ways in the same run: in-process (numpy, the trainer's ranker), its ONNX graph in-process
+(onnxruntime on one CPU thread: what Triton serves, on CPU in the python backend and on GPUs), on Triton
+directly (tritonclient), and through the ranking service over gRPC (service -> Triton). Every row is also a
+ratio to in-process numpy.
 
     .venv/bin/python bench/ranking_bench.py --artifacts ARTIFACTS [--requests 500]
 """

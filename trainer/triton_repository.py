@@ -1,13 +1,13 @@
 """The Triton model repository inside an artefact version, every config.pbtxt written from tritonclient's
 model_config_pb2:
 
-    triton/ranker/config.pbtxt          default: python backend on CPU (the tritonserver of the
-                                        nvidia-pytriton wheel has only that backend)
+    triton/ranker/config.pbtxt          default: python backend on CPU running model.onnx with onnxruntime
+                                        (the nvidia-pytriton wheel's tritonserver has only that backend)
     triton/ranker/configs/gpu.pbtxt     onnxruntime on GPU with TensorRT   (--model-config-name=gpu)
     triton/ranker/configs/gpu-cuda.pbtxt onnxruntime on GPU, CUDA kernels only (--model-config-name=gpu-cuda)
     triton/ranker/1/model.py            imports the python backend's model class from this package
-    triton/ranker/1/*.npy, *.json       the weights it serves
-    triton/ranker/1/model.onnx          the same ranker as one ONNX graph (trainer.ranker_onnx)
+    triton/ranker/1/*.npy, *.json       the ranker's weights (the trainer's numpy ranker)
+    triton/ranker/1/model.onnx          the same ranker as one ONNX graph (trainer.ranker_onnx): what is served
 
 A deployment picks its configuration by name; all of them serve the same tensors (triton_contract).
 """

@@ -1,6 +1,7 @@
 """Next-item rankers over time-ordered histories: GRU4Rec (Hidasi et al., ICLR 2016) and Caser (Tang & Wang,
 WSDM 2018). Keras 3 for training with a full softmax over the catalogue; the trained weights are exported as
-.npy arrays and run in numpy (inside Triton's python backend), where the sequence is encoded once per request
+.npy arrays and run in numpy (validation, the blend's fit, `recsys evaluate`; Triton serves the same
+computation as an ONNX graph, trainer/ranker_onnx.py), where the sequence is encoded once per request
 and the candidates are scored against that state: cost grows with the candidates only by a dot product.
 """
 
