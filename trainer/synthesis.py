@@ -134,23 +134,31 @@ class Synthesis:
     def _quantile_sample(self, quantiles: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
         return np.interp(rng.random(n), np.linspace(0.0, 1.0, len(quantiles)), quantiles)
 
+    def _entities(
+        self,
+        kind: str,
+        prefix: str,
+        marginals: dict[str, dict[str, list[Any]]],
+        count: int,
+        seed: int,
+        conditions: Mapping[str, str],
+        chunk: int,
+    ) -> Iterator[list[tuple[str, dict[str, str]]]]:
+        rng = np.random.default_rng(stable_seed(kind, seed))
+        for start in range(0, count, chunk):
+            n = min(chunk, count - start)
+            attributes = self._attributes(marginals, conditions, n, rng)
+            yield [(f"{prefix}{seed}-{start + i}", attributes[i]) for i in range(n)]
+
     def generate_users(
         self, count: int, seed: int, conditions: Mapping[str, str], chunk: int
     ) -> Iterator[list[tuple[str, dict[str, str]]]]:
-        rng = np.random.default_rng(stable_seed("users", seed))
-        for start in range(0, count, chunk):
-            n = min(chunk, count - start)
-            attributes = self._attributes(self.user_marginals, conditions, n, rng)
-            yield [(f"{SYNTHETIC_USER_PREFIX}{seed}-{start + i}", attributes[i]) for i in range(n)]
+        return self._entities("users", SYNTHETIC_USER_PREFIX, self.user_marginals, count, seed, conditions, chunk)
 
     def generate_items(
         self, count: int, seed: int, conditions: Mapping[str, str], chunk: int
     ) -> Iterator[list[tuple[str, dict[str, str]]]]:
-        rng = np.random.default_rng(stable_seed("items", seed))
-        for start in range(0, count, chunk):
-            n = min(chunk, count - start)
-            attributes = self._attributes(self.item_marginals, conditions, n, rng)
-            yield [(f"{SYNTHETIC_ITEM_PREFIX}{seed}-{start + i}", attributes[i]) for i in range(n)]
+        return self._entities("items", SYNTHETIC_ITEM_PREFIX, self.item_marginals, count, seed, conditions, chunk)
 
     def generate_interactions(
         self, count: int, seed: int, conditions: Mapping[str, str], chunk: int
