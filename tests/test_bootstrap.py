@@ -185,3 +185,42 @@ def test_deadline_budget_is_cut_to_what_the_caller_has_left() -> None:
     assert Deadline(time.monotonic() + 10).timeout(0.3) == pytest.approx(0.3)
     with pytest.raises(DeadlineExceeded):
         Deadline(time.monotonic() - 1).timeout(0.3)
+
+
+async def test_overload_is_refused_at_once_with_resource_exhausted() -> None:
+    """Beyond max_concurrent_rpcs, calls are refused immediately instead of queueing behind slow ones."""
+    ready = asyncio.Event()
+    ready.set()
+    registration = Registration(
+        candidates_pb2_grpc.add_CandidateServiceServicer_to_server, ScriptedCandidates(), SERVICE
+    )
+    server, port = create_server(
+        [registration], health_servicer=health.aio.HealthServicer(), ready=ready, max_concurrent_rpcs=2
+    )
+    await server.start()
+    channel = open_channel(f"127.0.0.1:{port}")
+    stub = candidates_pb2_grpc.CandidateServiceStub(channel)
+    try:
+
+        async def slow_call() -> tuple[str, float]:
+            started = time.perf_counter()
+            try:
+                await stub.GetCandidates(candidates_pb2.GetCandidatesRequest(n=4), timeout=5)  # sleeps 0.5 s
+                return "OK", time.perf_counter() - started
+            except grpc.aio.AioRpcError as error:
+                return error.code().name, time.perf_counter() - started
+
+        outcomes = await asyncio.gather(*(slow_call() for _ in range(8)))
+        refused = [seconds for code, seconds in outcomes if code == "RESOURCE_EXHAUSTED"]
+        assert sum(code == "OK" for code, _ in outcomes) == 2
+        assert len(refused) == 6 and max(refused) < 0.4, outcomes  # refused without waiting for the slow ones
+        # Once the slow calls are done, calls are served again (the slots free up as the calls are finished).
+        for _ in range(40):
+            code, _ = await slow_call()
+            if code == "OK":
+                break
+            await asyncio.sleep(0.05)
+        assert code == "OK"
+    finally:
+        await channel.close()
+        await server.stop(0)
