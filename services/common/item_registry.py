@@ -120,6 +120,16 @@ class SQLiteItemRegistry:
         return await self._sqlite.run(self._attributes)
 
 
+# Claim the id for the version and append its entry in one step (a script runs atomically): replicas never
+# double up, and a failure cannot leave an id claimed without its entry.
+_ADD_ONCE = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+return 1
+"""
+
+
 class RedisItemRegistry:
     """Per version an append-only list of JSON entries (its length is the cursor) and a set of the ids in
     it; one hash of every registered item's attributes."""
@@ -144,17 +154,17 @@ class RedisItemRegistry:
 
     async def add(self, version: str, items: Sequence[RegisteredItem]) -> int:
         client = self._redis()
+        keys = [
+            f"{self.prefix}:registered-ids:{version}",
+            f"{self.prefix}:registered:{version}",
+            f"{self.prefix}:registered-attributes",
+        ]
         added = 0
         with redis_failures("write"):
             for item in items:
-                # SADD claims the id for the version; only the claimant appends, so replicas never double up.
-                if await client.sadd(f"{self.prefix}:registered-ids:{version}", item.item_id):
-                    entry = {"item_id": item.item_id, "attributes": item.attributes, "vector": item.vector.tolist()}
-                    writes = client.pipeline(transaction=True)
-                    writes.rpush(f"{self.prefix}:registered:{version}", json.dumps(entry))
-                    writes.hset(f"{self.prefix}:registered-attributes", item.item_id, json.dumps(item.attributes))
-                    await writes.execute()
-                    added += 1
+                entry = {"item_id": item.item_id, "attributes": item.attributes, "vector": item.vector.tolist()}
+                args = [item.item_id, json.dumps(entry), json.dumps(item.attributes)]
+                added += int(await client.eval(_ADD_ONCE, len(keys), *keys, *args))
         return added
 
     async def since(self, version: str, cursor: int) -> tuple[list[RegisteredItem], int]:
