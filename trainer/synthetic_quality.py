@@ -27,7 +27,7 @@ from scipy import stats
 from trainer.evaluation import hit_rate_ndcg
 from trainer.models.item_knn import ItemKNN
 from trainer.models.neighbours import top_n
-from trainer.synthesis import Synthesis
+from trainer.synthesis import Synthesis, item_set_key
 
 CO_OCCURRENCE_ITEMS = 200
 HOLDOUT_SHARE = 0.2
@@ -168,8 +168,8 @@ def _privacy(real: sp.csr_matrix, synthetic: sp.csr_matrix, seed: int) -> dict[s
     rng = np.random.default_rng(seed)
     holdout = rng.random(real.shape[0]) < HOLDOUT_SHARE
     reference = real[~holdout]
-    real_keys = {tuple(sorted(real[i].indices.tolist())) for i in range(real.shape[0])}
-    copies = sum(tuple(sorted(synthetic[i].indices.tolist())) in real_keys for i in range(synthetic.shape[0]))
+    real_keys = {item_set_key(real[i].indices) for i in range(real.shape[0])}
+    copies = sum(item_set_key(synthetic[i].indices) in real_keys for i in range(synthetic.shape[0]))
     synthetic_dcr = _closest_jaccard(synthetic, reference)
     holdout_dcr = _closest_jaccard(real[holdout], reference)
     fifth = float(np.percentile(holdout_dcr, 5)) if len(holdout_dcr) else 0.0

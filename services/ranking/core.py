@@ -53,12 +53,17 @@ class RankingCore:
         self.workflow = Workflow.load(version_dir / WORKFLOW_DIR)
         self.ranker = ranker
 
-    def in_candidate_order(
-        self, candidate_ids: Sequence[str], candidate_scores: Sequence[float], k: int
-    ) -> list[Ranked]:
+    @staticmethod
+    def _violations(candidate_ids: Sequence[str], k: int) -> Violations:
         violations = Violations()
         violations.check(1 <= len(candidate_ids) <= MAX_K, "candidates", f"must hold 1..{MAX_K} items")
         violations.check(0 <= k <= MAX_K, "k", f"must be in 0..{MAX_K}, got {k}")
+        return violations
+
+    def in_candidate_order(
+        self, candidate_ids: Sequence[str], candidate_scores: Sequence[float], k: int
+    ) -> list[Ranked]:
+        violations = self._violations(candidate_ids, k)
         violations.check(len(candidate_ids) == len(candidate_scores), "candidates", "one score per candidate")
         violations.raise_if_any()
         order = np.argsort(-np.asarray(candidate_scores, np.float64), kind="stable")[: k or len(candidate_ids)]
@@ -74,9 +79,7 @@ class RankingCore:
         timeout_s: float,
     ) -> list[Ranked]:
         """Candidates re-ordered best first, cut to k (0 keeps them all)."""
-        violations = Violations()
-        violations.check(1 <= len(candidate_ids) <= MAX_K, "candidates", f"must hold 1..{MAX_K} items")
-        violations.check(0 <= k <= MAX_K, "k", f"must be in 0..{MAX_K}, got {k}")
+        violations = self._violations(candidate_ids, k)
         for i, item_id in enumerate(candidate_ids):
             check_id(violations, f"candidates[{i}].item_id", item_id)
         violations.raise_if_any()

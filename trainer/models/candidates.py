@@ -146,9 +146,10 @@ class CandidateScorer:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(item indices, scores) best first; never index 0, an excluded item, nor (with exclude_seen) a seen
         one. Without exclude_seen, `seen` is model input only (a generated history)."""
-        excluded = np.concatenate(
-            [seen if exclude_seen else np.zeros(0, np.int32), *([] if exclude is None else [exclude])]
-        )
+        parts = [seen] if exclude_seen else []
+        if exclude is not None:
+            parts.append(exclude)
+        excluded = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         if self.index is None or not isinstance(self.model, AutoencoderCandidates) or not np.any(seen > 0):
             # Popularity's shares are computed once, not per request.
             scores = _blend(self.model.probabilities(recent, seen), seen, self.popular_probabilities, self.shrinkage)
