@@ -31,7 +31,7 @@ from trainer import triton_contract as contract  # noqa: E402
 from trainer.artifacts import resolve_version  # noqa: E402
 from trainer.models.ranking import Ranker  # noqa: E402
 from trainer.ranker_onnx import MODEL_FILE as ONNX_MODEL_FILE  # noqa: E402
-from trainer.triton_repository import MODEL_VERSION  # noqa: E402
+from trainer.triton_repository import MODEL_VERSION, link_served_version  # noqa: E402
 from trainer.workflow import Workflow  # noqa: E402
 
 
@@ -71,11 +71,16 @@ def main() -> None:
     rng = np.random.default_rng(0)
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="ranking-bench-") as tmp:
-        triton = TritonServer(version / contract.REPOSITORY_DIR, free_port(), Path(tmp) / "triton.log")
+        # The suite's way: the root's serving repository, this version's ranker loaded by name.
+        served = contract.served_model_name(version.name)
+        link_served_version(version.parent, version.name)
+        triton = TritonServer(
+            version.parent / contract.SERVING_REPOSITORY_DIR, free_port(), Path(tmp) / "triton.log", models=[served]
+        )
         triton.start()
         service = None
         try:
-            triton.wait_ready([contract.RANKER_MODEL], 120)
+            triton.wait_ready([served], 120)
             port = free_port()
             env = {
                 "RECSYS_ARTIFACTS": str(version),
@@ -125,7 +130,7 @@ def main() -> None:
                         )
                         tensor.set_data_from_numpy(array[None, :])
                         inputs.append(tensor)
-                    return client.infer(contract.RANKER_MODEL, inputs)
+                    return client.infer(served, inputs)
 
                 def through_service(i: int, cases: list = cases) -> object:  # type: ignore[type-arg]
                     user, history_ids, _, candidates, scores = cases[i]

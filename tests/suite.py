@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,14 +67,14 @@ class Served:
         return self.process.wait(timeout=timeout)
 
 
-def serve(artifacts: Path, timeout: float = 120) -> Served:
-    """`recsys serve --port 0`; returns once it prints the gateway address."""
+def serve(artifacts: Path, timeout: float = 120, **env: str) -> Served:
+    """`recsys serve --port 0` (env: extra RECSYS_ settings); returns once it prints the gateway address."""
     process = subprocess.Popen(
         [*RECSYS, "serve", "--artifacts", str(artifacts), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "RECSYS_LOG_LEVEL": "INFO"},
+        env={**os.environ, "RECSYS_LOG_LEVEL": "INFO", **{f"RECSYS_{k.upper()}": v for k, v in env.items()}},
     )
     deadline = time.monotonic() + timeout
     assert process.stdout is not None
@@ -121,3 +123,18 @@ def service_process(name: str, artifacts: Path, run_dir: Path, **env: str) -> It
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
         log.close()
+
+
+def clone_version(root: Path, version: str) -> str:
+    """A new version under `root` with the files of `version` (the models of a retrain, without its minutes),
+    published the trainer's way: complete and linked for Triton before `current` moves to it."""
+    from trainer.artifacts import MANIFEST, new_version_name, publish, staging_directory
+    from trainer.triton_repository import link_served_version
+
+    clone = new_version_name()
+    manifest = json.loads((root / version / MANIFEST).read_text())
+    with staging_directory(root, clone) as staging:
+        shutil.copytree(root / version, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MANIFEST))
+        link_served_version(root, clone)
+        publish(staging, root, clone, {"config": manifest["config"], "report": manifest["report"]})
+    return clone

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from grpc_status import rpc_status
 
 from recsys.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, synthetic_pb2
-from tests.suite import Served, alive, recsys, serve
+from tests.suite import Served, alive, clone_version, recsys, serve
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +53,8 @@ def history(artifacts: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def suite(artifacts: Path) -> Iterator[Served]:
-    served = serve(artifacts)
+    # A short unload grace: the reload test sees the previous version's ranker leave Triton.
+    served = serve(artifacts, triton_unload_grace_s="2")
     yield served
     served.stop()
 
@@ -320,3 +323,85 @@ def test_every_service_serves_prometheus_metrics(
     assert sample(f'recsys_model_version{{service="gateway",version="{version}"}}') == 1.0
     ranking = _metrics_of(suite, "ranking")
     assert 'method="/recsys.v1.RankingService/Rank",service="ranking"' in ranking
+
+
+class Traffic:
+    """Recommend calls in a loop on a thread: every reply's version, degraded stages and any error."""
+
+    def __init__(self, gateway: gateway_pb2_grpc.GatewayStub, users: list[str]) -> None:
+        self.gateway, self.users = gateway, users
+        self.versions: list[str] = []
+        self.degraded = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for i in itertools.count():
+            if self._stop.is_set():
+                return
+            try:
+                reply = recommend(self.gateway, self.users[i % len(self.users)])
+            except grpc.RpcError as error:
+                self.errors.append(f"{error.code()}: {error.details()}")
+                continue
+            self.degraded += bool(reply.degraded_stages)
+            if not self.versions or self.versions[-1] != reply.model_version:
+                self.versions.append(reply.model_version)
+
+    def wait_for_version(self, version: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.versions or self.versions[-1] != version:
+            assert time.monotonic() < deadline, f"still answering with {self.versions[-1:]}, not {version}"
+            time.sleep(0.05)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _serving_version(suite: Served, service: str) -> str:
+    lines = [line for line in _metrics_of(suite, service).splitlines() if line.startswith("recsys_model_version{")]
+    assert len(lines) == 1, lines
+    return lines[0].split('version="', 1)[1].split('"', 1)[0]
+
+
+def _wait_for_every_service(suite: Served, version: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    for service in ("gateway", "features", "candidates", "ranking", "synthetic"):
+        while _serving_version(suite, service) != version:
+            assert time.monotonic() < deadline, f"{service} still serves {_serving_version(suite, service)}"
+            time.sleep(0.1)
+
+
+def test_a_new_version_is_taken_under_traffic_and_rolled_back_with_one_command(
+    suite: Served, gateway: gateway_pb2_grpc.GatewayStub, history: pd.DataFrame, artifacts: Path
+) -> None:
+    old = os.readlink(artifacts / "current")
+    users = [str(u) for u in history["user_id"].unique()[:50]]
+    with Traffic(gateway, users) as traffic:
+        traffic.wait_for_version(old)
+        new = clone_version(artifacts, old)  # what a retrain publishes: `current` moves to the new version
+        traffic.wait_for_version(new)
+        _wait_for_every_service(suite, new)
+
+        done = recsys("rollback", "--artifacts", str(artifacts))
+        assert done.returncode == 0, done.stderr
+        assert f"{new} -> {old}" in done.stderr.replace("\n", "")
+        traffic.wait_for_version(old)
+        _wait_for_every_service(suite, old)
+        time.sleep(3)  # past the unload grace: the version rolled back from leaves Triton
+    assert traffic.errors == []
+    assert traffic.versions == [old, new, old]
+    assert traffic.degraded == 0
+    ranking_log = (artifacts / "logs" / "ranking.log").read_text()
+    assert f"ranker-{new}" in ranking_log and "previous ranker unloaded" in ranking_log
+
+    # An unknown version is refused by the command, and `current` stays where it is.
+    done = recsys("rollback", "--artifacts", str(artifacts), "--to", "no-such-version")
+    assert done.returncode == 2 and "no complete version" in done.stderr
+    assert os.readlink(artifacts / "current") == old

@@ -115,7 +115,7 @@ def test_repository_holds_gpu_configurations(ranker: Ranker, tmp_path: Path) -> 
     assert (version / "model.onnx").is_file() and (version / "model.py").is_file()
     for name, accelerator in GPU_CONFIGS.items():
         config = read_config(model_dir / CONFIGS_DIR / f"{name}.pbtxt")
-        assert config.name == contract.RANKER_MODEL and config.platform == "onnxruntime_onnx"
+        assert config.name == "" and config.platform == "onnxruntime_onnx"
         assert config.default_model_filename == "model.onnx"
         assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
         assert config.max_batch_size == contract.MAX_BATCH_SIZE and config.HasField("dynamic_batching")

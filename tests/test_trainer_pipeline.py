@@ -17,10 +17,14 @@ from trainer.artifacts import (
     CURRENT,
     MANIFEST,
     ArtifactError,
+    current_version,
+    list_versions,
     load_manifest,
     publish,
     resolve_version,
+    rollback_target,
     staging_directory,
+    switch_current,
 )
 from trainer.config import load_config
 from trainer.data import load_csvs
@@ -36,6 +40,8 @@ from trainer.layout import (
 )
 from trainer.models.candidates import AutoencoderCandidates, load_candidate_model
 from trainer.pipeline import TrainResult, train
+from trainer.triton_contract import RANKER_MODEL, REPOSITORY_DIR, SERVING_REPOSITORY_DIR, served_model_name
+from trainer.triton_repository import link_served_version, link_served_versions
 from trainer.workflow import Workflow
 
 # ---------------------------------------------------------------- artifacts
@@ -91,6 +97,41 @@ def test_resolve_version(tmp_path: Path) -> None:
     # `current` wins over name order.
     os.symlink(v1.name, tmp_path / CURRENT)
     assert resolve_version(tmp_path) == v1.resolve()
+
+
+def test_switch_current_and_rollback(tmp_path: Path) -> None:
+    for name in ("20240101-000000-aaaaaa", "20240102-000000-aaaaaa", "20240103-000000-aaaaaa"):
+        make_version(tmp_path, name, {"a.txt": name.encode()})
+    (tmp_path / ".staging-20240104-000000-aaaaaa").mkdir()  # an unfinished training is not a version
+    v1, v2, v3 = list_versions(tmp_path)
+    assert (v1, v2, v3) == ("20240101-000000-aaaaaa", "20240102-000000-aaaaaa", "20240103-000000-aaaaaa")
+    assert current_version(tmp_path) == v3
+    assert rollback_target(tmp_path) == v2
+    switch_current(tmp_path, v2)
+    assert current_version(tmp_path) == v2 and resolve_version(tmp_path) == (tmp_path / v2).resolve()
+    assert rollback_target(tmp_path) == v1
+    assert rollback_target(tmp_path, to=v3) == v3  # forward again, by name
+    switch_current(tmp_path, v1)
+    with pytest.raises(ArtifactError, match="oldest version"):
+        rollback_target(tmp_path)
+    with pytest.raises(ArtifactError, match="no complete version 'nope'"):
+        rollback_target(tmp_path, to="nope")
+    with pytest.raises(ArtifactError, match="not a complete artefact version"):
+        switch_current(tmp_path, ".staging-20240104-000000-aaaaaa")
+    assert current_version(tmp_path) == v1
+    assert not any(p.name.startswith(f".{CURRENT}") for p in tmp_path.iterdir())  # no temporary links left
+
+
+def test_serving_repository_links_each_version_by_name(tmp_path: Path) -> None:
+    ranker = f"{REPOSITORY_DIR}/{RANKER_MODEL}/config.pbtxt"
+    make_version(tmp_path, "20240101-000000-aaaaaa", {ranker: b"backend: 'python'"})
+    make_version(tmp_path, "20240102-000000-aaaaaa", {"a.txt": b"no ranker"})
+    assert link_served_versions(tmp_path) == ["20240101-000000-aaaaaa"]
+    link = tmp_path / SERVING_REPOSITORY_DIR / served_model_name("20240101-000000-aaaaaa")
+    assert link.is_symlink() and not Path(os.readlink(link)).is_absolute()  # the root can move
+    assert (link / "config.pbtxt").read_bytes() == b"backend: 'python'"
+    assert link_served_version(tmp_path, "20240101-000000-aaaaaa") == link  # idempotent
+    assert [p.name for p in (tmp_path / SERVING_REPOSITORY_DIR).iterdir()] == [link.name]
 
 
 def test_resolve_version_ignores_incomplete_directories(tmp_path: Path) -> None:

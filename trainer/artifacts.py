@@ -19,7 +19,8 @@ from typing import Any
 
 MANIFEST = "manifest.json"
 CURRENT = "current"
-FORMAT_VERSION = 1
+# 2: the ranker's Triton config carries no name (each version is served as ranker-<version>).
+FORMAT_VERSION = 2
 
 
 class ArtifactError(RuntimeError):
@@ -69,10 +70,47 @@ def publish(staging: Path, root: Path, version: str, manifest: dict[str, Any]) -
     write_json_atomic(staging / MANIFEST, manifest)
     final = root / version
     os.rename(staging, final)
+    switch_current(root, version)
+    return final
+
+
+def switch_current(root: Path, version: str) -> None:
+    """Point `current` at a complete version in one atomic rename; running services follow it."""
+    if not (root / version / MANIFEST).is_file():
+        raise ArtifactError(f"{root}: {version} is not a complete artefact version")
     link = root / f".{CURRENT}.{uuid.uuid4().hex[:6]}"
     os.symlink(version, link)
     os.replace(link, root / CURRENT)
-    return final
+
+
+def list_versions(root: Path) -> list[str]:
+    """Complete versions under an artefact root, oldest first (names start with their UTC time)."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name for p in root.iterdir() if not p.name.startswith(".") and not p.is_symlink() and (p / MANIFEST).is_file()
+    )
+
+
+def current_version(root: Path) -> str | None:
+    link = root / CURRENT
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def rollback_target(root: Path, to: str | None = None) -> str:
+    """The version a rollback switches to: `to` if given, else the one trained just before the current one."""
+    versions = list_versions(root)
+    if to is not None:
+        if to not in versions:
+            raise ArtifactError(f"{root}: no complete version {to!r} (have: {', '.join(versions) or 'none'})")
+        return to
+    current = current_version(root)
+    if current not in versions:
+        raise ArtifactError(f"{root}: `current` does not point at a complete version; name one with --to")
+    position = versions.index(current)
+    if position == 0:
+        raise ArtifactError(f"{root}: {current} is the oldest version; there is nothing earlier to roll back to")
+    return versions[position - 1]
 
 
 def resolve_version(path: Path) -> Path:
@@ -82,7 +120,7 @@ def resolve_version(path: Path) -> Path:
     current = path / CURRENT
     if current.exists() and (current / MANIFEST).is_file():
         return current.resolve()
-    versions = sorted(p for p in path.iterdir() if (p / MANIFEST).is_file()) if path.is_dir() else []
+    versions = [path / name for name in list_versions(path)]
     if not versions:
         raise ArtifactError(f"{path}: no artefact version found (run `recsys train --out {path}`)")
     return versions[-1]
@@ -95,7 +133,10 @@ def load_manifest(version_dir: Path, verify: bool = True) -> dict[str, Any]:
         raise ArtifactError(f"{version_dir}: no {MANIFEST}")
     manifest: dict[str, Any] = json.loads(manifest_path.read_text())
     if manifest.get("format") != FORMAT_VERSION:
-        raise ArtifactError(f"{version_dir}: artefact format {manifest.get('format')} is not {FORMAT_VERSION}")
+        raise ArtifactError(
+            f"{version_dir}: artefact format {manifest.get('format')} is not {FORMAT_VERSION}"
+            " (written by another release of the trainer: train again)"
+        )
     if verify:
         for name, expected in manifest["files"].items():
             path = version_dir / name

@@ -54,7 +54,7 @@ from trainer.report import plot_curves, plot_gan_curves
 from trainer.synthesis import GAN_DIR, Synthesis, fit_synthesis
 from trainer.synthetic_quality import synthetic_quality
 from trainer.triton_contract import REPOSITORY_DIR
-from trainer.triton_repository import write_ranker
+from trainer.triton_repository import link_served_version, write_ranker
 from trainer.workflow import Workflow
 
 Step = Callable[[str], None]
@@ -388,6 +388,8 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         }
         (staging / REPORT_JSON).write_text(json.dumps(report, indent=1, sort_keys=True))
         (staging / REPORT_MD).write_text(render_report(report))
+        # Triton's name for this version exists before `current` points at it (dangling for a moment: harmless).
+        link_served_version(out_root, version)
         version_dir = artifacts.publish(staging, out_root, version, {"config": config, "report": report})
     return TrainResult(version_dir, report)
 

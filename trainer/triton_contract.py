@@ -7,6 +7,10 @@ import numpy as np
 
 REPOSITORY_DIR = "triton"
 RANKER_MODEL = "ranker"
+# Beside the versions of an artefact root: the model repository Triton serves. Every version's ranker appears
+# there as ranker-<version>, a relative link into that version, so two versions can be loaded at once while
+# the suite switches between them (and rolled back to) without restarting Triton.
+SERVING_REPOSITORY_DIR = "triton-repository"
 MAX_BATCH_SIZE = 64
 # How long the dynamic batcher may hold a request to group it with others.
 MAX_QUEUE_DELAY_US = 300
@@ -33,6 +37,11 @@ INPUTS = {
     CANDIDATE_SCORES: ("TYPE_FP32", "float32"),
 }
 OUTPUTS = {SCORES: ("TYPE_FP32", "float32")}
+
+
+def served_model_name(version: str) -> str:
+    """The Triton model name of an artefact version's ranker in the serving repository."""
+    return f"{RANKER_MODEL}-{version}"
 
 
 def wire_type(triton_type: str) -> str:

@@ -14,12 +14,14 @@ A deployment picks its configuration by name; all of them serve the same tensors
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from trainer import triton_contract as contract
+from trainer.artifacts import list_versions
 from trainer.models.ranking import Ranker
 from trainer.ranker_onnx import MODEL_FILE as ONNX_MODEL_FILE
 from trainer.ranker_onnx import write_ranker_onnx
@@ -45,7 +47,9 @@ def ranker_config(instances: int = 1) -> mc.ModelConfig:
     """Every input and output has a batch dimension of 1 per request ([1, n]). Requests carry candidate lists
     of different lengths, so the inputs allow ragged batches: the dynamic batcher hands concurrent requests
     to one execute() call without padding them to a common shape."""
-    config = mc.ModelConfig(name=contract.RANKER_MODEL, backend="python", max_batch_size=contract.MAX_BATCH_SIZE)
+    # No name: Triton takes the model's directory name, and the serving repository names each version's
+    # ranker after its version (triton_contract.served_model_name).
+    config = mc.ModelConfig(backend="python", max_batch_size=contract.MAX_BATCH_SIZE)
     for name, (data_type, _) in contract.INPUTS.items():
         config.input.add(name=name, data_type=mc.DataType.Value(data_type), dims=[-1], allow_ragged_batch=True)
     for name, (data_type, _) in contract.OUTPUTS.items():
@@ -60,7 +64,6 @@ def gpu_ranker_config(accelerator: str | None, instances: int = 1) -> mc.ModelCo
     of equal shapes, which the ranking service makes common by padding to fixed buckets
     (triton_contract.HISTORY_BUCKET, CANDIDATE_BUCKET)."""
     config = mc.ModelConfig(
-        name=contract.RANKER_MODEL,
         platform="onnxruntime_onnx",
         default_model_filename=ONNX_MODEL_FILE,
         max_batch_size=contract.MAX_BATCH_SIZE,
@@ -120,3 +123,29 @@ def write_ranker(repository: Path, ranker: Ranker) -> Path:
     ranker.save(version)
     write_ranker_onnx(ranker, version)
     return version
+
+
+def link_served_version(root: Path, version: str) -> Path:
+    """Make `root`/triton-repository/ranker-<version> point at that version's ranker (a relative link, so the
+    root can be mounted anywhere). Idempotent; the link is swapped in atomically."""
+    serving = root / contract.SERVING_REPOSITORY_DIR
+    serving.mkdir(parents=True, exist_ok=True)
+    name = contract.served_model_name(version)
+    target = Path("..") / version / contract.REPOSITORY_DIR / contract.RANKER_MODEL
+    link = serving / name
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return link
+    partial = serving / f".{name}.partial"
+    partial.unlink(missing_ok=True)
+    os.symlink(target, partial)
+    os.replace(partial, link)
+    return link
+
+
+def link_served_versions(root: Path) -> list[str]:
+    """Links for every complete version under `root` that has a ranker (roots written before the serving
+    repository existed, or copied without it); returns the versions linked."""
+    versions = [v for v in list_versions(root) if (root / v / contract.REPOSITORY_DIR / contract.RANKER_MODEL).is_dir()]
+    for version in versions:
+        link_served_version(root, version)
+    return versions

@@ -23,13 +23,19 @@ def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
     servicer = CandidateServicer()
 
     async def build_core(artifacts: ArtifactVersion) -> CandidateCore:
-        await follower.registry.open()
         core = await asyncio.to_thread(CandidateCore, artifacts.path, artifacts.version, artifacts.config)
-        await follower.catch_up(core)  # items registered before this start are served from the first request
-        follower.follow(core)
+        await follower.attach(core)  # items registered before this version's first request are served by it
         return core
 
-    return ArtifactService("candidates", settings, servicer, registration(servicer), build_core, follower.close)
+    return ArtifactService(
+        "candidates",
+        settings,
+        servicer,
+        registration(servicer),
+        build_core,
+        follower.close,
+        open_resources=follower.open,
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Prometheus metrics of a service process, served on /metrics (RECSYS_METRICS_PORT).
 
-Every service: RPCs by method and status code, their latency, the artefact version it serves. The
+Every service: RPCs by method and status code, their latency, the artefact version it serves and its
+switches to new versions (succeeded or failed). The
 gateway also: the latency of each stage of a request and the degraded answers by the stage skipped.
 """
 
@@ -20,6 +21,9 @@ RPC_LATENCY = Histogram(
     "recsys_rpc_latency_seconds", "Time to answer an RPC", ["service", "method"], buckets=LATENCY_BUCKETS
 )
 MODEL_VERSION = Gauge("recsys_model_version", "1 for the artefact version this process serves", ["service", "version"])
+RELOADS = Counter(
+    "recsys_model_reloads", "Switches to a new artefact version while serving, by outcome", ["service", "outcome"]
+)
 STAGE_LATENCY = Histogram(
     "recsys_gateway_stage_latency_seconds",
     "Time a gateway request spent in each downstream stage",
@@ -44,6 +48,10 @@ def record_rpc(method: str, code: str, seconds: float) -> None:
 def serving_version(version: str) -> None:
     MODEL_VERSION.clear()
     MODEL_VERSION.labels(_service, version).set(1)
+
+
+def reload_outcome(outcome: str) -> None:
+    RELOADS.labels(_service, outcome).inc()
 
 
 @contextmanager

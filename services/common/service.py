@@ -1,9 +1,12 @@
-"""The usual shape of a service: load an artefact version, build the core, hand it to the servicer."""
+"""The usual shape of a service: load an artefact version, build the core, hand it to the servicer; follow
+the artefact root to new versions while serving."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from services.common import metrics
@@ -11,8 +14,10 @@ from services.common.artifacts import ArtifactVersion, open_artifacts
 from services.common.errors import Unavailable
 from services.common.server import Registration
 from services.common.settings import ServerSettings
+from trainer.artifacts import ArtifactError, resolve_version
 
 CoreT = TypeVar("CoreT")
+log = logging.getLogger(__name__)
 
 
 class HasCore(Protocol):
@@ -20,7 +25,13 @@ class HasCore(Protocol):
 
 
 class ArtifactService:
-    """A Service (see server.Service) whose readiness is: artefacts verified and its core built."""
+    """A Service (see server.Service) whose readiness is: artefacts verified and its core built.
+
+    While serving, it follows the artefact root: when `current` points at another version, that version is
+    verified and a new core built beside the old one, then swapped in. Requests already running finish on the
+    core they started with; the next ones get the new core. A version that fails to load is logged and counted
+    (recsys_model_reloads{outcome="failed"}), and the old core goes on serving.
+    """
 
     def __init__(
         self,
@@ -30,6 +41,9 @@ class ArtifactService:
         registration: Registration,
         build_core: Callable[[ArtifactVersion], Awaitable[Any]],
         on_close: Callable[[], Awaitable[None]] | None = None,
+        *,
+        open_resources: Callable[[], Awaitable[None]] | None = None,
+        after_switch: Callable[[Any, Any], Awaitable[None]] | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -37,16 +51,61 @@ class ArtifactService:
         self._registration = registration
         self._build_core = build_core
         self._on_close = on_close
+        self._open_resources = open_resources
+        self._after_switch = after_switch
+        self.serving: ArtifactVersion | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     def registrations(self) -> Sequence[Registration]:
         return [self._registration]
 
     async def start(self) -> None:
-        artifacts = await asyncio.to_thread(open_artifacts, self.settings.artifacts)
-        self.servicer.core = await self._build_core(artifacts)
+        if self._open_resources is not None:
+            await self._open_resources()
+        await self.switch(await asyncio.to_thread(open_artifacts, self.settings.artifacts))
+        if self.settings.reload_poll_s > 0:
+            self._watcher = asyncio.get_running_loop().create_task(self._follow_current())
+
+    async def switch(self, artifacts: ArtifactVersion) -> None:
+        """Build the core of `artifacts` and serve it from the next request on."""
+        core = await self._build_core(artifacts)
+        old = self.servicer.core
+        self.servicer.core = core
+        self.serving = artifacts
         metrics.serving_version(artifacts.version)
+        if self._after_switch is not None:
+            await self._after_switch(old, core)
+
+    async def _follow_current(self) -> None:
+        refused: Path | None = None  # a version that failed to load is not retried until `current` moves on
+        while True:
+            await asyncio.sleep(self.settings.reload_poll_s)
+            try:
+                target = await asyncio.to_thread(resolve_version, self.settings.artifacts)
+            except ArtifactError as error:
+                log.warning("artefact root unreadable; still serving", extra={"error": str(error)})
+                continue
+            if self.serving is None or target == self.serving.path or target == refused:
+                continue
+            previous = self.serving.version
+            try:
+                await self.switch(await asyncio.to_thread(open_artifacts, target))
+            except Exception as error:  # noqa: BLE001 - a bad version must not take the serving one down
+                refused = target
+                metrics.reload_outcome("failed")
+                log.error(
+                    "artefact version switch failed; still serving the old one",
+                    extra={"version": previous, "refused": str(target), "error": f"{type(error).__name__}: {error}"},
+                )
+                continue
+            refused = None
+            metrics.reload_outcome("switched")
+            log.info("artefact version switched", extra={"from": previous, "to": self.serving.version})
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
         if self._on_close is not None:
             await self._on_close()
 

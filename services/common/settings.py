@@ -103,6 +103,9 @@ class ServerSettings:
     max_concurrent_rpcs: int
     # Prometheus /metrics on this port (0: a free one, logged); -1: none.
     metrics_port: int
+    # How often the artefact root's `current` is checked for a new version to switch to; 0: never (the
+    # version loaded at start is served until the process ends).
+    reload_poll_s: float
     # When set, the bound port is written here once the server listens (the launcher reads it).
     port_file: Path | None
 
@@ -118,5 +121,6 @@ class ServerSettings:
             grace_seconds=env.number("GRACE_SECONDS", 5.0, 0.0, 300.0),
             max_concurrent_rpcs=env.integer("MAX_CONCURRENT_RPCS", 256, 1, 100_000),
             metrics_port=env.integer("METRICS_PORT", -1, -1, 65535),
+            reload_poll_s=env.integer("RELOAD_POLL_MS", 1_000, 0, 3_600_000) / 1000,
             port_file=Path(port_file) if port_file else None,
         )

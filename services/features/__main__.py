@@ -27,10 +27,11 @@ def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
     servicer = FeatureServicer()
 
     async def build_core(artifacts: ArtifactVersion) -> FeatureCore:
-        await store.open()
         return await asyncio.to_thread(FeatureCore, artifacts.path, artifacts.version, store, max_events)
 
-    return ArtifactService("features", settings, servicer, registration(servicer), build_core, store.close)
+    return ArtifactService(
+        "features", settings, servicer, registration(servicer), build_core, store.close, open_resources=store.open
+    )
 
 
 if __name__ == "__main__":

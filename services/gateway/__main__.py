@@ -45,14 +45,24 @@ def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
     downstream = Downstream(addresses, budgets, settings.max_message_bytes, breakers)
     servicer = GatewayServicer(downstream, default_deadline_s)
 
-    async def build_core(artifacts: ArtifactVersion) -> GatewayCore:
-        fallback = await asyncio.to_thread(_fallback, artifacts)
+    async def open_downstream() -> None:
         downstream.open()
         await downstream.wait_until_ready(dependency_wait_s)
+
+    async def build_core(artifacts: ArtifactVersion) -> GatewayCore:
+        fallback = await asyncio.to_thread(_fallback, artifacts)
         candidates_n = int(artifacts.config["serving"]["candidates"])
         return GatewayCore(downstream, fallback, artifacts.version, candidates_n, max_events)
 
-    return ArtifactService("gateway", settings, servicer, registration(servicer), build_core, downstream.close)
+    return ArtifactService(
+        "gateway",
+        settings,
+        servicer,
+        registration(servicer),
+        build_core,
+        downstream.close,
+        open_resources=open_downstream,
+    )
 
 
 if __name__ == "__main__":

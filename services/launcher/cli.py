@@ -79,6 +79,9 @@ def run_training(
         except ValueError as error:
             _fail(str(error))
         progress.update(task, completed=len(steps))
+    if not result.chief:
+        console.print(f"[green]worker done:[/green] the chief writes the artefact under {out}")
+        return result.version_dir
     _print_report(result.report)
     console.print(f"[green]artefacts written:[/green] {result.version_dir}")
     return result.version_dir
@@ -267,6 +270,46 @@ def evaluate(
     print(text)
     if out is not None:
         out.write_text(text + "\n")
+
+
+@app.command()
+def versions(
+    artifacts: Annotated[Path, typer.Option(help="An artefact root (what `recsys train --out` wrote).")],
+) -> None:
+    """List the artefact versions under a root, oldest first, marking the one being served."""
+    from trainer.artifacts import current_version, list_versions, load_manifest
+
+    names = list_versions(artifacts)
+    if not names:
+        _fail(f"{artifacts}: no artefact version found")
+    current = current_version(artifacts)
+    table = Table("", "version", "NDCG@10 (validation)")
+    for name in names:
+        validation = load_manifest(artifacts / name, verify=False).get("report", {}).get("validation", {})
+        ndcg = validation.get("blend", {}).get("NDCG@10")
+        table.add_row("*" if name == current else "", name, f"{ndcg:.4f}" if ndcg is not None else "")
+    Console().print(table)
+
+
+@app.command()
+def rollback(
+    artifacts: Annotated[Path, typer.Option(help="An artefact root (what `recsys train --out` wrote).")],
+    to: Annotated[str | None, typer.Option(help="Switch to this version (default: the one before current).")] = None,
+) -> None:
+    """Point `current` back at the previous version (or --to any version); a running suite follows within
+    its reload interval (RECSYS_RELOAD_POLL_MS), without restarting and without failed requests."""
+    from trainer.artifacts import ArtifactError, current_version, load_manifest, rollback_target, switch_current
+    from trainer.triton_repository import link_served_version
+
+    try:
+        target = rollback_target(artifacts, to)
+        load_manifest(artifacts / target, verify=True)  # a corrupted version is refused here, not by the suite
+        link_served_version(artifacts, target)
+        previous = current_version(artifacts)
+        switch_current(artifacts, target)
+    except ArtifactError as error:
+        _fail(str(error))
+    console.print(f"current: {previous} -> {target}")
 
 
 @app.command("demo-data")

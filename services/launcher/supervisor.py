@@ -22,7 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.launcher.environment import suite_environment
 from services.launcher.triton import TritonServer
 from trainer.artifacts import MANIFEST, resolve_version
-from trainer.triton_contract import RANKER_MODEL, REPOSITORY_DIR
+from trainer.triton_contract import SERVING_REPOSITORY_DIR, served_model_name
+from trainer.triton_repository import link_served_versions
 
 BACKENDS = ("features", "candidates", "ranking", "synthetic")
 MAX_RESTARTS = 5
@@ -145,11 +146,20 @@ class Suite:
                 time.sleep(0.1)
         raise self._failure(child, "did not become SERVING in time")
 
+    def _served_model(self) -> str:
+        """Triton's name for the ranker of the version being served now."""
+        return served_model_name(resolve_version(self.artifacts).name)
+
     def _start_triton(self) -> None:
-        version_dir = resolve_version(self.artifacts)
-        log_dir = self.log_dir or artifact_root(self.artifacts) / "logs"
+        root = artifact_root(self.artifacts)
+        link_served_versions(root)  # roots written before the serving repository existed
+        log_dir = self.log_dir or root / "logs"
         self.triton = TritonServer(
-            version_dir / REPOSITORY_DIR, free_port(self.host), log_dir / "triton.log", self.triton_config
+            root / SERVING_REPOSITORY_DIR,
+            free_port(self.host),
+            log_dir / "triton.log",
+            self.triton_config,
+            models=[self._served_model()],
         )
         self.triton.start(preexec_fn=_die_with_parent)
 
@@ -169,6 +179,8 @@ class Suite:
             return False
         self._triton_restarts.append(now)
         self.triton.stop()
+        # The version current now: the suite may have switched since Triton first started.
+        self.triton.models = [self._served_model()]
         self.triton.start(preexec_fn=_die_with_parent)
         return True
 
@@ -188,7 +200,7 @@ class Suite:
             addresses = {f"RECSYS_{n.upper()}_ADDR": f"{self.host}:{p}" for n, p in ports.items()}
             gateway = self._spawn(GATEWAY, {"RECSYS_PORT": str(self.port), **addresses})
             self.gateway_port = gateway.port = self._wait_for_port(gateway, deadline)
-            self.triton.wait_ready([RANKER_MODEL], max(1.0, deadline - time.monotonic()))
+            self.triton.wait_ready(self.triton.models, max(1.0, deadline - time.monotonic()))
             for name in BACKENDS:
                 self._wait_for_health(self.children[name], ports[name], deadline)
             self._wait_for_health(gateway, self.gateway_port, deadline)

@@ -65,6 +65,8 @@ class TritonServer:
     log_path: Path
     # A deployment configuration (triton/<model>/configs/<name>.pbtxt) instead of config.pbtxt.
     config_name: str | None = None
+    # Models loaded at start (explicit model control); the rest of the repository loads on request.
+    models: list[str] = field(default_factory=lambda: ["*"])
     shm_prefix: str = field(default_factory=lambda: f"recsys-{uuid.uuid4().hex[:8]}-")
     process: subprocess.Popen[bytes] | None = None
     _workspace: Path | None = None
@@ -89,7 +91,7 @@ class TritonServer:
             "--allow-http=false",
             "--allow-metrics=false",
             "--model-control-mode=explicit",
-            "--load-model=*",
+            *(f"--load-model={model}" for model in self.models),
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--exit-timeout-secs=10",
             "--log-verbose=0",

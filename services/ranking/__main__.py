@@ -3,27 +3,68 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from services.common.artifacts import ArtifactVersion
 from services.common.server import run_main
 from services.common.service import ArtifactService
 from services.common.settings import EnvReader, ServerSettings
-from services.ranking.adapters import TritonRanker
+from services.ranking.adapters import TritonModel, TritonRanker
 from services.ranking.core import RankingCore
 from services.ranking.servicer import RankingServicer, registration
 
+log = logging.getLogger(__name__)
+
 
 def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
-    ranker = TritonRanker(env.address("TRITON_ADDR"))
+    ranker = TritonRanker(env.address("TRITON_ADDR"), env.number("TRITON_LOAD_TIMEOUT_S", 300.0, 1.0, 3600.0))
     timeout_s = env.integer("TRITON_TIMEOUT_MS", 250, 1, 600_000) / 1000
     wait_s = env.number("DEPENDENCY_WAIT_S", 120.0, 0.1, 3600.0)
+    # How long the previous version's ranker stays loaded after a switch: requests that started on it finish,
+    # and other ranking replicas sharing this Triton follow `current` within their own poll interval.
+    unload_grace_s = env.number("TRITON_UNLOAD_GRACE_S", 30.0, 0.0, 3600.0)
     servicer = RankingServicer(timeout_s)
+    unloads: set[asyncio.Task[None]] = set()
+
+    async def open_triton() -> None:
+        await ranker.open(wait_s)
 
     async def build_core(artifacts: ArtifactVersion) -> RankingCore:
-        await ranker.open(wait_s)
-        return await asyncio.to_thread(RankingCore, artifacts.path, artifacts.version, ranker)
+        model = await ranker.model(artifacts.version)
+        return await asyncio.to_thread(RankingCore, artifacts.path, artifacts.version, model)
 
-    return ArtifactService("ranking", settings, servicer, registration(servicer), build_core, ranker.close)
+    async def after_switch(old: RankingCore | None, new: RankingCore) -> None:
+        if old is None or not isinstance(old.ranker, TritonModel) or old.version == new.version:
+            return
+        retired = old.ranker
+
+        async def unload_later() -> None:
+            await asyncio.sleep(unload_grace_s)
+            serving = servicer.core
+            if serving is not None and serving.version == old.version:
+                return  # switched back to it meanwhile (a rollback)
+            await retired.unload()
+            log.info("previous ranker unloaded", extra={"model": retired.name})
+
+        task = asyncio.get_running_loop().create_task(unload_later())
+        unloads.add(task)
+        task.add_done_callback(unloads.discard)
+
+    async def close() -> None:
+        for task in list(unloads):
+            task.cancel()
+        await ranker.close()
+
+    return ArtifactService(
+        "ranking",
+        settings,
+        servicer,
+        registration(servicer),
+        build_core,
+        close,
+        open_resources=open_triton,
+        after_switch=after_switch,
+    )
 
 
 if __name__ == "__main__":

@@ -22,14 +22,21 @@ def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
     servicer = SyntheticServicer()
 
     async def build_core(artifacts: ArtifactVersion) -> SyntheticCore:
-        await registry.open()
         core = await asyncio.to_thread(SyntheticCore, artifacts.path, artifacts.version, registry)
         backfilled = await core.backfill()
         if backfilled:
             log.info("registered items carried to this version", extra={"items": backfilled})
         return core
 
-    return ArtifactService("synthetic", settings, servicer, registration(servicer), build_core, registry.close)
+    return ArtifactService(
+        "synthetic",
+        settings,
+        servicer,
+        registration(servicer),
+        build_core,
+        registry.close,
+        open_resources=registry.open,
+    )
 
 
 if __name__ == "__main__":
