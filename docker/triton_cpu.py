@@ -8,8 +8,12 @@ listening on every interface with HTTP health endpoints for the kubelet's probes
 The python backend's stub embeds this image's interpreter, so the model's `model.py` imports the recsys
 package from the same virtual environment the services run in: the NGC image has no such environment.
 
+Like `recsys serve`, it serves the artefact root's serving repository (triton-repository/, one model per
+version: ranker-<version>) with explicit model control, and loads the version `current` names before it
+reports ready; the ranking service loads newer versions as `current` moves.
+
 Environment:
-    TRITON_MODEL_REPOSITORY    the model repository (default /artifacts/current/triton)
+    TRITON_ARTIFACTS           the artefact root (default /artifacts)
     TRITON_MODEL_CONFIG_NAME   a deployment configuration (configs/<name>.pbtxt); default config.pbtxt
     TRITON_GRPC_PORT / TRITON_HTTP_PORT / TRITON_METRICS_PORT   default 8001 / 8000 / 8002
     TRITON_WORKSPACE           writable scratch directory (default /tmp): backends and caches go below it
@@ -24,17 +28,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 PRINT_FLAG = "--print-command"
-DEFAULT_REPOSITORY = "/artifacts/current/triton"
+DEFAULT_ARTIFACTS = "/artifacts"
 
 
 def command(env: Mapping[str, str], workspace: Path, extra: Sequence[str] = ()) -> list[str]:
     """The tritonserver command line; prepares the python backend under `workspace`."""
     from services.launcher.triton import DIST, prepare_backends
+    from trainer.artifacts import CURRENT
+    from trainer.triton_contract import SERVING_REPOSITORY_DIR, served_model_name
 
+    root = Path(env.get("TRITON_ARTIFACTS") or DEFAULT_ARTIFACTS)
     backends = prepare_backends(workspace)
     args = [
         str(DIST / "bin" / "tritonserver"),
-        f"--model-repository={env.get('TRITON_MODEL_REPOSITORY') or DEFAULT_REPOSITORY}",
+        f"--model-repository={root / SERVING_REPOSITORY_DIR}",
         f"--backend-directory={backends}",
         f"--cache-directory={workspace / 'caches'}",
         "--grpc-address=0.0.0.0",
@@ -44,11 +51,13 @@ def command(env: Mapping[str, str], workspace: Path, extra: Sequence[str] = ()) 
         "--allow-metrics=true",
         f"--metrics-port={env.get('TRITON_METRICS_PORT') or 8002}",
         "--model-control-mode=explicit",
-        "--load-model=*",
         "--strict-readiness=true",
         "--exit-timeout-secs=10",
         "--log-verbose=0",
     ]
+    current = root / CURRENT
+    if current.is_symlink():
+        args.append(f"--load-model={served_model_name(os.readlink(current))}")
     if env.get("TRITON_MODEL_CONFIG_NAME"):
         args.append(f"--model-config-name={env['TRITON_MODEL_CONFIG_NAME']}")
     return [*args, *extra]

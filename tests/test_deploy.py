@@ -36,7 +36,7 @@ SERVICES = ("gateway", "features", "candidates", "ranking", "synthetic")
 STORE_CLIENTS = ("features", "candidates", "synthetic")
 OVERLAYS = ("overlays/dev", "overlays/prod")
 # What gets applied to a cluster, each on its own.
-DEPLOYABLE = (*OVERLAYS, "training", "storage")
+DEPLOYABLE = (*OVERLAYS, "training", "rollback", "storage")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 ARTIFACTS_CLAIM = "recsys-artifacts"
 # Image names in the manifests -> the Dockerfile that builds them.
@@ -188,7 +188,7 @@ def test_namespace_enforces_restricted_pod_security() -> None:
 def test_shared_volumes_are_defined_once_and_claimed_as_defined() -> None:
     claims = {o["metadata"]["name"]: o for o in objects("storage", "PersistentVolumeClaim")}
     assert "ReadWriteMany" in claims[ARTIFACTS_CLAIM]["spec"]["accessModes"]
-    for relative in (*OVERLAYS, "training"):
+    for relative in (*OVERLAYS, "training", "rollback"):
         assert not objects(relative, "PersistentVolumeClaim"), f"deploy/{relative} must not own the shared volumes"
         for workload in workloads(relative):
             for volume in pod_spec(workload).get("volumes", []):
@@ -204,7 +204,7 @@ def effective(container: Obj, pod: Obj, key: str) -> Any:
     return container.get("securityContext", {}).get(key, pod.get("securityContext", {}).get(key))
 
 
-@pytest.mark.parametrize("relative", (*OVERLAYS, "training"))
+@pytest.mark.parametrize("relative", (*OVERLAYS, "training", "rollback"))
 def test_every_container_is_hardened_and_bounded(relative: str) -> None:
     assert workloads(relative)
     for workload in workloads(relative):
@@ -271,7 +271,7 @@ def test_every_long_running_container_has_probes(relative: str) -> None:
 # ---- Services, addresses, settings ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("relative", (*OVERLAYS, "training"))
+@pytest.mark.parametrize("relative", (*OVERLAYS, "training", "rollback"))
 def test_services_reach_declared_ports_of_their_pods(relative: str) -> None:
     for service in objects(relative, "Service"):
         name = service["metadata"]["name"]
@@ -357,23 +357,41 @@ def test_autoscaling_and_disruption_budgets(relative: str) -> None:
 # ---- Triton ---------------------------------------------------------------------------------------------
 
 
-def triton_repository_path() -> str:
+def serving_repository() -> str:
+    from trainer.triton_contract import SERVING_REPOSITORY_DIR
+
+    return f"/artifacts/{SERVING_REPOSITORY_DIR}"
+
+
+def run_with_fake_tritonserver(script: str, artifacts: Path, tmp_path: Path) -> list[str]:
+    """Run a Triton container's shell command with the artefact root at `artifacts` and a tritonserver that
+    prints its arguments, one a line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "tritonserver"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["/bin/sh", "-c", script.replace("/artifacts", str(artifacts))],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_prod_runs_triton_on_a_gpu_with_the_gpu_configuration(tmp_path: Path) -> None:
     from trainer.artifacts import CURRENT
-    from trainer.triton_contract import REPOSITORY_DIR
-
-    return f"/artifacts/{CURRENT}/{REPOSITORY_DIR}"
-
-
-def test_prod_runs_triton_on_a_gpu_with_the_gpu_configuration() -> None:
+    from trainer.triton_contract import served_model_name
     from trainer.triton_repository import GPU_CONFIGS
 
     triton = named("overlays/prod", "Deployment", "triton")
     pod = pod_spec(triton)
     (container,) = pod["containers"]
     assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d{2}\.\d{2}-py3(@sha256:[0-9a-f]{64})?", container["image"])
-    args = container["args"]
-    assert "--model-config-name=gpu" in args and "gpu" in GPU_CONFIGS
-    assert f"--model-repository={triton_repository_path()}" in args
     assert int(container["resources"]["limits"]["nvidia.com/gpu"]) >= 1
     assert container["resources"]["requests"]["nvidia.com/gpu"] == container["resources"]["limits"]["nvidia.com/gpu"]
     assert pod["nodeSelector"], "GPU pods need a GPU node selector"
@@ -383,13 +401,32 @@ def test_prod_runs_triton_on_a_gpu_with_the_gpu_configuration() -> None:
     }
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert claims[mounts["/artifacts"]] == ARTIFACTS_CLAIM
-    grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
-    assert f"--grpc-port={grpc_port}" in args
+    # The command, run: the gpu configuration over the serving repository, the current version preloaded.
+    assert container["command"] == ["/bin/sh", "-c"]
+    (script,) = container["args"]
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    without_current = run_with_fake_tritonserver(script, artifacts, tmp_path)
+    (artifacts / CURRENT).symlink_to("20260101T000000Z")
+    args = run_with_fake_tritonserver(script, artifacts, tmp_path)
+    assert args == [*without_current, f"--load-model={served_model_name('20260101T000000Z')}"]
+    assert "--model-config-name=gpu" in args and "gpu" in GPU_CONFIGS
+    assert f"--model-repository={serving_repository().replace('/artifacts', str(artifacts))}" in args
+    assert "--model-control-mode=explicit" in args, "the ranking service loads and unloads versions"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert {
+        f"--grpc-port={ports['grpc']}",
+        f"--http-port={ports['http']}",
+        f"--metrics-port={ports['metrics']}",
+    } <= set(args)
     ranking = container_env("overlays/prod", service_container("overlays/prod", "ranking"))
-    assert ranking["RECSYS_TRITON_ADDR"] == f"triton:{grpc_port}"
+    assert ranking["RECSYS_TRITON_ADDR"] == f"triton:{ports['grpc']}"
 
 
 def test_dev_runs_triton_on_cpu_from_the_services_image(tmp_path: Path) -> None:
+    from trainer.artifacts import CURRENT
+    from trainer.triton_contract import served_model_name
+
     assert "nvidia.com/gpu" not in json.dumps(build("overlays/dev"))
     triton = named("overlays/dev", "Deployment", "triton")
     (container,) = pod_spec(triton)["containers"]
@@ -397,9 +434,12 @@ def test_dev_runs_triton_on_cpu_from_the_services_image(tmp_path: Path) -> None:
     assert container["image"] == services_image
     assert container["command"] == ["python", "/opt/recsys/triton_cpu.py"]
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["TRITON_MODEL_REPOSITORY"] == triton_repository_path()
+    assert env["TRITON_ARTIFACTS"] == "/artifacts"
     assert "TRITON_MODEL_CONFIG_NAME" not in env, "the wheel's tritonserver has only the python backend"
     # The command docker/triton_cpu.py runs with this environment listens where the Deployment says.
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    (artifacts / CURRENT).symlink_to("20260101T000000Z")
     result = subprocess.run(
         [sys.executable, str(DOCKER / "triton_cpu.py"), "--print-command"],
         capture_output=True,
@@ -407,10 +447,10 @@ def test_dev_runs_triton_on_cpu_from_the_services_image(tmp_path: Path) -> None:
         timeout=60,
         check=False,
         cwd=ROOT,
-        env={**os.environ, **env, "TRITON_WORKSPACE": str(tmp_path)},
+        env={**os.environ, **env, "TRITON_ARTIFACTS": str(artifacts), "TRITON_WORKSPACE": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr
-    command = result.stdout.split("\n")
+    command = result.stdout.splitlines()
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert Path(command[0]).name == "tritonserver" and Path(command[0]).is_file()
     for flag in (
@@ -419,7 +459,9 @@ def test_dev_runs_triton_on_cpu_from_the_services_image(tmp_path: Path) -> None:
         "--http-address=0.0.0.0",
         f"--http-port={ports['http']}",
         f"--metrics-port={ports['metrics']}",
-        f"--model-repository={triton_repository_path()}",
+        f"--model-repository={serving_repository().replace('/artifacts', str(artifacts))}",
+        "--model-control-mode=explicit",
+        f"--load-model={served_model_name('20260101T000000Z')}",
     ):
         assert flag in command, f"{flag} not in {command}"
     backends = Path(next(a for a in command if a.startswith("--backend-directory=")).split("=", 1)[1])
@@ -590,6 +632,14 @@ def test_training_writes_the_artefact_to_the_shared_volume() -> None:
     for relative in OVERLAYS:
         env = container_env(relative, service_container(relative, "candidates"))
         assert env["RECSYS_ARTIFACTS"] == out
+    # A rollback moves `current` on the same claim, which it mounts writable.
+    (rollback,) = objects("rollback", "Job")
+    (container,) = pod_spec(rollback)["containers"]
+    assert container["command"] == ["recsys"] and container["args"][0] == "rollback"
+    assert f"--artifacts={out}" in container["args"]
+    volumes = {v["name"]: v for v in pod_spec(rollback)["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == out]
+    assert volumes[mount["name"]]["persistentVolumeClaim"]["claimName"] == ARTIFACTS_CLAIM and not mount.get("readOnly")
 
 
 def run_train_worker(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -830,7 +880,7 @@ def image_name(image: str) -> str:
 
 
 def our_containers() -> Iterator[tuple[str, Obj, Obj]]:
-    for relative in (*OVERLAYS, "training"):
+    for relative in (*OVERLAYS, "training", "rollback"):
         for workload in workloads(relative):
             for container in containers(workload):
                 yield relative, workload, container
