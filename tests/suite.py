@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -67,14 +68,20 @@ class Served:
         return self.process.wait(timeout=timeout)
 
 
-def serve(artifacts: Path, timeout: float = 120, **env: str) -> Served:
-    """`recsys serve --port 0` (env: extra RECSYS_ settings); returns once it prints the gateway address."""
+def serve(artifacts: Path, timeout: float = 120, otel: dict[str, str] | None = None, **env: str) -> Served:
+    """`recsys serve --port 0` (env: extra RECSYS_ settings, otel: OpenTelemetry's); returns once it prints
+    the gateway address."""
     process = subprocess.Popen(
         [*RECSYS, "serve", "--artifacts", str(artifacts), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "RECSYS_LOG_LEVEL": "INFO", **{f"RECSYS_{k.upper()}": v for k, v in env.items()}},
+        env={
+            **os.environ,
+            "RECSYS_LOG_LEVEL": "INFO",
+            **{f"RECSYS_{k.upper()}": v for k, v in env.items()},
+            **(otel or {}),
+        },
     )
     deadline = time.monotonic() + timeout
     assert process.stdout is not None
@@ -138,3 +145,44 @@ def clone_version(root: Path, version: str) -> str:
         link_served_version(root, clone)
         publish(staging, root, clone, {"config": manifest["config"], "report": manifest["report"]})
     return clone
+
+
+class SpanCollector:
+    """An OTLP/gRPC trace collector on 127.0.0.1 (the protocol's own service definition), keeping every span
+    it is sent as (service.name, span)."""
+
+    def __init__(self) -> None:
+        from concurrent import futures
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+        self.spans: list[tuple[str, Any]] = []
+        collector = self
+
+        class TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+            def Export(self, request: Any, context: Any) -> Any:
+                for resource_spans in request.resource_spans:
+                    attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                    for scope_spans in resource_spans.scope_spans:
+                        collector.spans.extend((attributes.get("service.name", ""), s) for s in scope_spans.spans)
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The standard OpenTelemetry settings that point a service here (batches flushed every 100 ms)."""
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.port}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
+
+    def of_trace(self, trace_id: bytes) -> list[tuple[str, Any]]:
+        return [(service, span) for service, span in list(self.spans) if span.trace_id == trace_id]
+
+    def stop(self) -> None:
+        self.server.stop(grace=None)

@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from grpc_status import rpc_status
 
 from recsys.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, synthetic_pb2
-from tests.suite import Served, alive, clone_version, recsys, serve
+from tests.suite import Served, SpanCollector, alive, clone_version, recsys, serve
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +52,16 @@ def history(artifacts: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def suite(artifacts: Path) -> Iterator[Served]:
+def collector() -> Iterator[SpanCollector]:
+    spans = SpanCollector()
+    yield spans
+    spans.stop()
+
+
+@pytest.fixture(scope="module")
+def suite(artifacts: Path, collector: SpanCollector) -> Iterator[Served]:
     # A short unload grace: the reload test sees the previous version's ranker leave Triton.
-    served = serve(artifacts, triton_unload_grace_s="2")
+    served = serve(artifacts, otel=collector.env, triton_unload_grace_s="2")
     yield served
     served.stop()
 
@@ -265,6 +272,34 @@ def test_a_crashed_stage_degrades_the_answer_then_comes_back(
     assert not seen & {item.item_id for item in reply.items}
     _wait_for_full_answers(gateway, user)
     assert suite.service_pid(service) != pid
+
+
+def test_a_callers_trace_continues_through_every_hop(
+    gateway: gateway_pb2_grpc.GatewayStub, history: pd.DataFrame, collector: SpanCollector
+) -> None:
+    trace_id, caller_span = os.urandom(16), os.urandom(8)
+    traceparent = f"00-{trace_id.hex()}-{caller_span.hex()}-01"
+    user = str(history["user_id"].iloc[7])
+    reply = gateway.Recommend(
+        gateway_pb2.RecommendRequest(user_id=user, k=10), timeout=10, metadata=[("traceparent", traceparent)]
+    )
+    assert not reply.degraded_stages
+    hops = {"recsys-gateway", "recsys-features", "recsys-candidates", "recsys-ranking"}
+    deadline = time.monotonic() + 15
+    while {service for service, _ in collector.of_trace(trace_id)} < hops:
+        assert time.monotonic() < deadline, f"spans seen: {[(s, x.name) for s, x in collector.of_trace(trace_id)]}"
+        time.sleep(0.1)
+    spans = collector.of_trace(trace_id)
+    by_id = {span.span_id: (service, span) for service, span in spans}
+    server = {service: span for service, span in spans if span.kind == span.SPAN_KIND_SERVER}
+    # The gateway's server span continues the caller's span ...
+    assert server["recsys-gateway"].parent_span_id == caller_span
+    assert server["recsys-gateway"].name == "/recsys.v1.Gateway/Recommend"
+    # ... and each stage's server span is the child of the gateway's client call to it.
+    for service in ("recsys-features", "recsys-candidates", "recsys-ranking"):
+        caller_service, call = by_id[server[service].parent_span_id]
+        assert caller_service == "recsys-gateway" and call.kind == call.SPAN_KIND_CLIENT
+        assert call.parent_span_id == server["recsys-gateway"].span_id
 
 
 def test_sigterm_stops_every_process_and_cleans_up(artifacts: Path) -> None:

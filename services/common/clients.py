@@ -11,6 +11,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from services.common import tracing
 from services.common.errors import (
     DeadlineExceeded,
     DomainError,
@@ -30,6 +31,7 @@ DEADLINE_MARGIN_S = 0.005
 def open_channel(address: str, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         address,
+        interceptors=tracing.client_interceptors(),
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from services.common.tracing import current_ids
+
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -24,6 +26,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        # Inside a request: its trace, so a log line leads to the request's spans and the other hops' lines.
+        entry.update(current_ids())
         # Anything passed with extra={...} becomes a field of its own.
         entry.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
         if record.exc_info:

@@ -23,10 +23,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import metrics
+from services.common import metrics, tracing
 from services.common.errors import DomainError, internal_status, to_grpc_status
 from services.common.logs import configure_logging
 from services.common.settings import EnvReader, ServerSettings, SettingsError
+from services.common.tracing import configure_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,8 @@ def create_server(
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(ready)],
+        # Tracing outermost: its span covers the whole call, including the error mapping.
+        interceptors=[*tracing.server_interceptors(), ErrorInterceptor(ready)],
         options=options,
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
@@ -261,5 +263,9 @@ def run_main(name: str, build: Callable[[EnvReader, ServerSettings], Service]) -
         print(f"{name}: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(name, settings.log_level)
+    configure_tracing(name)
     metrics.set_service(name)
-    asyncio.run(serve(service, settings))
+    try:
+        asyncio.run(serve(service, settings))
+    finally:
+        shutdown_tracing()

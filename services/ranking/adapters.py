@@ -11,6 +11,7 @@ import tritonclient.grpc as triton_grpc
 from tritonclient.grpc import aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
+from services.common import tracing
 from services.common.errors import DeadlineExceeded, DomainError, InvalidArgument, Unavailable
 from trainer import triton_contract as contract
 
@@ -141,7 +142,9 @@ class TritonModel:
             inputs.append(tensor)
         outputs = [triton_grpc.InferRequestedOutput(contract.SCORES)]
         try:
-            result = await client.infer(self.name, inputs, outputs=outputs, client_timeout=timeout_s)
+            result = await client.infer(
+                self.name, inputs, outputs=outputs, client_timeout=timeout_s, headers=tracing.outgoing_headers()
+            )
         except InferenceServerException as error:
             failure = domain_error(error)
             if isinstance(failure, Unavailable):
