@@ -25,9 +25,9 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY protos/ protos/
 COPY services/ services/
 COPY trainer/ trainer/
-# The exact dependency set the tests ran with (constraints.txt), the project itself not editable.
-RUN pip install -c constraints.txt . \
-    && python -m compileall -q /opt/venv/lib
+# The exact dependency set the tests ran with (constraints.txt), the project itself not editable; pip
+# compiles the bytecode, so nothing needs writing at run time (the root filesystem is read-only).
+RUN pip install -c constraints.txt .
 
 # ---- runtime: the interpreter, the virtual environment, a non-root user ---------------------------------
 FROM python:3.11.11-slim-bookworm AS runtime

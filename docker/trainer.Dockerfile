@@ -23,8 +23,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY protos/ protos/
 COPY services/ services/
 COPY trainer/ trainer/
-RUN pip install -c constraints.txt . \
-    && python -m compileall -q /opt/venv/lib
+RUN pip install -c constraints.txt .
 
 # ---- runtime --------------------------------------------------------------------------------------------
 FROM python:3.11.11-slim-bookworm AS runtime
