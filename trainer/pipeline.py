@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from trainer import artifacts
+from trainer import artifacts, distributed
 from trainer.data import Dataset
 from trainer.evaluation import histories_by_user, hit_rate_ndcg, leave_last_out
 from trainer.layout import (
@@ -62,8 +64,9 @@ Step = Callable[[str], None]
 
 @dataclass
 class TrainResult:
-    version_dir: Path
+    version_dir: Path  # on a worker other than the chief: its temporary copy, already removed
     report: dict[str, Any]
+    chief: bool = True
 
 
 @dataclass
@@ -280,7 +283,12 @@ def _entity_table(frame: pd.DataFrame | None, key: str) -> pd.DataFrame:
 
 
 def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step | None = None) -> TrainResult:
-    """Fit every model and write one artefact version under out_root; returns its directory."""
+    """Fit every model and write one artefact version under out_root; returns its directory.
+
+    Under TF_CONFIG (trainer.distributed) every worker runs all of this with the same data and seed; the Keras
+    models and the GANs train in step across them, the numpy models are fitted by each alike, and only the
+    chief writes into out_root."""
+    cluster = distributed.setup()  # before any TensorFlow op
     timings: dict[str, float] = {}
 
     @contextmanager
@@ -328,6 +336,10 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
                 "quality": training_quality(synthesis, interactions, dataset.users, config),
             }
 
+    if not cluster.is_chief:
+        # TensorFlow's pattern for non-chief workers: write the same version into a temporary root, then drop
+        # it. The write stage still trains the item autoencoder, whose steps every worker must take part in.
+        out_root = Path(tempfile.mkdtemp(prefix=f"recsys-worker{cluster.rank}-"))
     version = artifacts.new_version_name()
     if step is not None:
         step("write")  # not timed: the report is written inside this step
@@ -379,6 +391,7 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
             "validation": validation.metrics,
             "autoencoder": {"best_epoch": validation.best_epoch, "curves": curves} if models.autoencoder else None,
             "timings_s": timings,
+            "workers": cluster.workers,
             "item_autoencoder": cold_items or None,
             "models": {
                 "candidates": models.candidates.name,
@@ -391,7 +404,9 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         # Triton's name for this version exists before `current` points at it (dangling for a moment: harmless).
         link_served_version(out_root, version)
         version_dir = artifacts.publish(staging, out_root, version, {"config": config, "report": report})
-    return TrainResult(version_dir, report)
+    if not cluster.is_chief:
+        shutil.rmtree(out_root, ignore_errors=True)
+    return TrainResult(version_dir, report, cluster.is_chief)
 
 
 def render_report(report: dict[str, Any]) -> str:
@@ -432,6 +447,6 @@ def render_report(report: dict[str, Any]) -> str:
         )
     if report.get("autoencoder"):
         lines.append(f"- autoencoder best epoch: {report['autoencoder']['best_epoch']} (curves: {CURVES_PNG})")
-    lines += ["", "## Timings (s)", ""]
+    lines += ["", f"## Timings (s), {report.get('workers', 1)} worker(s)", ""]
     lines += [f"- {name}: {seconds}" for name, seconds in report["timings_s"].items()]
     return "\n".join(lines) + "\n"

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from trainer import distributed
+
 NAME = "autoencoder"
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise in a CLI; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -74,7 +76,10 @@ def build_model(n_items: int, config: dict[str, Any]) -> Any:
                 keras.layers.Dense(h, activation="tanh", kernel_regularizer=regularizer) for h in reversed(self.hidden)
             ]
             self.logits = keras.layers.Dense(n_items, kernel_regularizer=regularizer)
-            self.steps = keras.Variable(0.0, trainable=False, dtype="float32", name="steps")
+            # Every replica counts each step; under a multi-worker strategy the first replica's count is kept.
+            self.steps = keras.Variable(
+                0.0, trainable=False, dtype="float32", name="steps", aggregation="only_first_replica"
+            )
 
         def encode(self, x: Any, training: bool = False) -> tuple[Any, Any]:
             h = self.corrupt(self.normalize(x), training=training)
@@ -112,7 +117,10 @@ def build_model(n_items: int, config: dict[str, Any]) -> Any:
                 beta = tf.minimum(self.beta_max, self.beta_max * self.steps / float(self.anneal_steps))
                 regularization = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
                 loss = nll + beta * kl + regularization
-            gradients = tape.gradient(loss, self.trainable_variables)
+                # The optimizer sums the replicas' gradients: each replica's share of the global-batch mean.
+                replicas = tf.distribute.get_strategy().num_replicas_in_sync
+                scaled = loss / replicas if replicas > 1 else loss
+            gradients = tape.gradient(scaled, self.trainable_variables)
             self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
             self.steps.assign_add(1.0)
             return {"loss": loss, "nll": nll, "kl": kl, "beta": beta}
@@ -270,8 +278,12 @@ def train_autoencoder(
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = build_model(matrix.shape[1], config)
-    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+    with distributed.scope():
+        model = build_model(matrix.shape[1], config)
+        model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+        if distributed.replicas() > 1:
+            # Built here, in the scope: Keras cannot build a subclassed model from a one-tensor distributed batch.
+            model(np.zeros((1, matrix.shape[1]), np.float32))
     batches = _Batches(matrix, config["batch_size"], seed).dataset
     curves: dict[str, list[float]] = {"loss": [], "nll": [], "kl": [], "validation": []}
     best_value, best_epoch, best_weights, since_best = -math.inf, 0, None, 0
@@ -282,7 +294,8 @@ def train_autoencoder(
         for key in ("loss", "nll", "kl"):
             curves[key].append(float(logs[key][-1]))
         if validate is not None:
-            value = validate(scorer_from_model(model, meta))
+            # Every worker must take the same early-stopping decision: the score is agreed on by all-reduce.
+            value = distributed.agree(validate(scorer_from_model(model, meta)))
             curves["validation"].append(value)
             if value > best_value:
                 best_value, best_epoch, best_weights, since_best = value, epoch, model.get_weights(), 0

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from trainer import distributed
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 USER_GENERATOR = "user_generator"
@@ -139,7 +141,11 @@ def train_conditional_wgan(
     row_weights: np.ndarray | None = None,
 ) -> tuple[Generator, GanCurves]:
     """WGAN-GP on (condition, target) rows: critic_steps critic updates per generator update. Batches draw
-    rows uniformly, or in proportion to row_weights."""
+    rows uniformly, or in proportion to row_weights.
+
+    Under a multi-worker strategy each round runs on every worker (strategy.run) and the optimizers all-reduce
+    the gradients: each worker samples its share of the batch from its own slice of the rows, so the workers'
+    batches are disjoint and together as large as one process's."""
     import keras
     import tensorflow as tf
 
@@ -147,12 +153,19 @@ def train_conditional_wgan(
     noise_size, hidden = int(config["noise"]), list(config["hidden"])
     n, condition_size = conditions.shape
     output_size = targets.shape[1]
-    generator = _mlp([noise_size + condition_size, *hidden, output_size], output, "generator")
-    critic = _projection_critic(output_size, condition_size, hidden)
-    g_optimizer = keras.optimizers.Adam(config["learning_rate"], beta_1=0.5, beta_2=0.9)
-    c_optimizer = keras.optimizers.Adam(config["learning_rate"], beta_1=0.5, beta_2=0.9)
+    with distributed.scope():
+        generator = _mlp([noise_size + condition_size, *hidden, output_size], output, "generator")
+        critic = _projection_critic(output_size, condition_size, hidden)
+        g_optimizer = keras.optimizers.Adam(config["learning_rate"], beta_1=0.5, beta_2=0.9)
+        c_optimizer = keras.optimizers.Adam(config["learning_rate"], beta_1=0.5, beta_2=0.9)
+        # Slots made here, in the strategy's scope, not on first use inside a replica's step.
+        g_optimizer.build(generator.trainable_variables)
+        c_optimizer.build(critic.trainable_variables)
     gp_weight = float(config["gradient_penalty"])
     batch_size = min(int(config["batch_size"]), n)
+    replicas = distributed.replicas()
+    # The summed gradients of the replicas' losses, each over its share of the batch, are the batch mean's.
+    share = 1.0 / replicas
 
     def generate(c: tf.Tensor) -> tf.Tensor:
         z = tf.random.normal((tf.shape(c)[0], noise_size))
@@ -172,8 +185,9 @@ def train_conditional_wgan(
             penalty = tf.reduce_mean((tf.norm(gradients + 1e-12, axis=1) - 1.0) ** 2)
             distance = tf.reduce_mean(real_score) - tf.reduce_mean(fake_score)
             loss = -distance + gp_weight * penalty
+            scaled = loss * share if replicas > 1 else loss
         c_optimizer.apply_gradients(
-            zip(tape.gradient(loss, critic.trainable_variables), critic.trainable_variables, strict=True)
+            zip(tape.gradient(scaled, critic.trainable_variables), critic.trainable_variables, strict=True)
         )
         return distance, penalty
 
@@ -183,33 +197,45 @@ def train_conditional_wgan(
             adversarial = -tf.reduce_mean(critic([fake, c], training=True))
             reconstruction = tf.reduce_mean(tf.reduce_sum((fake - x) ** 2, axis=1))
             loss = adversarial + reconstruction_weight * reconstruction
+            scaled = loss * share if replicas > 1 else loss
         g_optimizer.apply_gradients(
-            zip(tape.gradient(loss, generator.trainable_variables), generator.trainable_variables, strict=True)
+            zip(tape.gradient(scaled, generator.trainable_variables), generator.trainable_variables, strict=True)
         )
         return adversarial, reconstruction
 
-    x_all = tf.constant(targets.astype(np.float32))
-    c_all = tf.constant(conditions.astype(np.float32))
+    # Every worker holds all rows and seeds its random ops alike; sampling from its own slice is what makes
+    # the workers' batches differ (the whole table and batch in a single process).
+    mine = distributed.shard()
+    local_n = len(targets[mine])
+    local_batch = min(max(1, math.ceil(batch_size / replicas)), local_n)
+    x_all = tf.constant(targets[mine].astype(np.float32))
+    c_all = tf.constant(conditions[mine].astype(np.float32))
     critic_steps = int(config["critic_steps"])
 
     log_weights = None
     if row_weights is not None:
-        log_weights = tf.constant(np.log(np.maximum(row_weights, 1e-12))[None, :].astype(np.float32))
+        log_weights = tf.constant(np.log(np.maximum(row_weights[mine], 1e-12))[None, :].astype(np.float32))
 
     def batch() -> tuple[tf.Tensor, tf.Tensor]:
         if log_weights is None:
-            rows = tf.random.shuffle(tf.range(n))[:batch_size]
+            rows = tf.random.shuffle(tf.range(local_n))[:local_batch]
         else:
-            rows = tf.random.categorical(log_weights, batch_size)[0]
+            rows = tf.random.categorical(log_weights, local_batch)[0]
         return tf.gather(x_all, rows), tf.gather(c_all, rows)
 
-    @tf.function
-    def train_round() -> tf.Tensor:
-        """critic_steps critic updates, then one generator update: one graph call, not six."""
+    def replica_round() -> tf.Tensor:
         for _ in range(critic_steps):
             distance, penalty = critic_step(*batch())
         adversarial, reconstruction = generator_step(*batch())
         return tf.stack([distance, adversarial, penalty, reconstruction])
+
+    @tf.function
+    def train_round() -> tf.Tensor:
+        """critic_steps critic updates, then one generator update: one graph call, not six."""
+        if replicas == 1:
+            return replica_round()
+        per_replica = distributed.strategy().run(replica_round)
+        return distributed.strategy().reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
 
     curves = GanCurves()
     rounds = max(1, math.ceil(n / batch_size))  # one round per batch of rows: an epoch

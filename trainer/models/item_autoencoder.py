@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trainer import distributed
 from trainer.attributes import AttributeEncoder
 from trainer.models.neighbours import TopNeighbours
 
@@ -32,13 +33,14 @@ def train_item_codes(features: np.ndarray, config: dict[str, Any], seed: int) ->
     import keras
 
     keras.utils.set_random_seed(seed)
-    inputs = keras.Input((features.shape[1],))
-    hidden = keras.layers.Dense(config["hidden"], activation="relu")(inputs)
-    code = keras.layers.Dense(config["code"], name="code")(hidden)
-    decoded = keras.layers.Dense(config["hidden"], activation="relu")(code)
-    outputs = keras.layers.Dense(features.shape[1])(decoded)
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]), loss="mse")
+    with distributed.scope():
+        inputs = keras.Input((features.shape[1],))
+        hidden = keras.layers.Dense(config["hidden"], activation="relu")(inputs)
+        code = keras.layers.Dense(config["code"], name="code")(hidden)
+        decoded = keras.layers.Dense(config["hidden"], activation="relu")(code)
+        outputs = keras.layers.Dense(features.shape[1])(decoded)
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]), loss="mse")
     history = model.fit(features, features, epochs=config["epochs"], batch_size=config["batch_size"], verbose=0)
     encoder = keras.Model(inputs, code)
     codes = np.asarray(encoder.predict(features, batch_size=4096, verbose=0), dtype=np.float32)

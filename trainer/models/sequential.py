@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from trainer import distributed
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -80,7 +82,8 @@ def train_gru4rec(
 
     keras.utils.set_random_seed(seed)
     chunks = gru_chunks(sequences, config["max_length"])
-    model = build_gru4rec(n_items, config)
+    with distributed.scope():
+        model = build_gru4rec(n_items, config)
     history = model.fit(
         chunks[:, :-1], chunks[:, 1:], batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True, verbose=0
     )
@@ -184,7 +187,8 @@ def train_caser(
 
     keras.utils.set_random_seed(seed)
     windows, owners, targets = caser_windows(sequences, users, config["length"])
-    model = build_caser(n_items, n_users, config)
+    with distributed.scope():
+        model = build_caser(n_items, n_users, config)
     history = model.fit(
         [windows, owners], targets, batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True, verbose=0
     )
