@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pandas as pd
 import pytest
 from google.rpc import error_details_pb2
@@ -19,8 +20,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from grpc_status import rpc_status
 
-from recsys.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, synthetic_pb2
+from recsys.v1 import (
+    candidates_pb2,
+    candidates_pb2_grpc,
+    common_pb2,
+    features_pb2,
+    features_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    ranking_pb2,
+    ranking_pb2_grpc,
+    synthetic_pb2,
+)
+from services.common.encoding import WIRE_INDEX, WIRE_SCORE
 from tests.suite import Served, SpanCollector, alive, clone_version, recsys, serve
+from trainer.workflow import Workflow
 
 pytestmark = pytest.mark.integration
 
@@ -300,6 +314,65 @@ def test_a_callers_trace_continues_through_every_hop(
         caller_service, call = by_id[server[service].parent_span_id]
         assert caller_service == "recsys-gateway" and call.kind == call.SPAN_KIND_CLIENT
         assert call.parent_span_id == server["recsys-gateway"].span_id
+
+
+def _downstream_address(suite: Served, service: str) -> str:
+    environ = Path(f"/proc/{suite.service_pid('gateway')}/environ").read_bytes().split(b"\0")
+    key = f"RECSYS_{service.upper()}_ADDR=".encode()
+    return next(e.split(b"=", 1)[1].decode() for e in environ if e.startswith(key))
+
+
+def test_packed_candidates_rank_like_scored_items_whatever_version_packed_them(
+    suite: Served, history: pd.DataFrame, artifacts: Path
+) -> None:
+    user = str(history["user_id"].iloc[11])
+    with (
+        grpc.insecure_channel(_downstream_address(suite, "features")) as features_channel,
+        grpc.insecure_channel(_downstream_address(suite, "candidates")) as candidates_channel,
+        grpc.insecure_channel(_downstream_address(suite, "ranking")) as ranking_channel,
+    ):
+        context = features_pb2_grpc.FeatureServiceStub(features_channel).GetUserContext(
+            features_pb2.GetUserContextRequest(user_id=user), timeout=10
+        )
+        candidates = candidates_pb2_grpc.CandidateServiceStub(candidates_channel)
+        request = candidates_pb2.GetCandidatesRequest(context=context, n=50)
+        scored = candidates.GetCandidates(request, timeout=10)
+        request.packed = True
+        packed = candidates.GetCandidates(request, timeout=10).packed
+        assert list(packed.item_ids) == [c.item_id for c in scored.items]
+        assert np.frombuffer(packed.scores, WIRE_SCORE).tolist() == pytest.approx([c.score for c in scored.items])
+        assert packed.artifact_version == scored.model_version and packed.source == scored.model
+        # This version's vocabulary indices; 0 for an item registered online (not in it).
+        workflow = Workflow.load(artifacts / "current" / "workflow")
+        expected_indices = workflow.items.encode(list(packed.item_ids))
+        assert np.frombuffer(packed.item_indices, WIRE_INDEX).tolist() == expected_indices.tolist()
+
+        rank = ranking_pb2_grpc.RankingServiceStub(ranking_channel).Rank
+        expected = [
+            i.item_id for i in rank(ranking_pb2.RankRequest(context=context, candidates=scored.items, k=10)).items
+        ]
+        assert len(expected) == 10
+        assert [
+            i.item_id for i in rank(ranking_pb2.RankRequest(context=context, packed_candidates=packed, k=10)).items
+        ] == expected
+        # Packed by another version (a switch in progress): its indices are not trusted, the ids are encoded.
+        foreign = common_pb2.PackedCandidates()
+        foreign.CopyFrom(packed)
+        foreign.artifact_version = "another-version"
+        foreign.item_indices = np.full(len(packed.item_ids), 7, WIRE_INDEX).tobytes()
+        assert [
+            i.item_id for i in rank(ranking_pb2.RankRequest(context=context, packed_candidates=foreign, k=10)).items
+        ] == expected
+
+        broken = common_pb2.PackedCandidates()
+        broken.CopyFrom(packed)
+        broken.scores = packed.scores[:-4]
+        with pytest.raises(grpc.RpcError) as refused:
+            rank(ranking_pb2.RankRequest(context=context, packed_candidates=broken, k=10))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(refused.value) == ["candidates"]
+        with pytest.raises(grpc.RpcError) as refused:
+            rank(ranking_pb2.RankRequest(context=context, candidates=scored.items, packed_candidates=packed, k=10))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(refused.value) == ["candidates"]
 
 
 def test_sigterm_stops_every_process_and_cleans_up(artifacts: Path) -> None:

@@ -29,6 +29,20 @@ class Candidate:
     score: float
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Best first: the items' ids, their indices (trained items: the workflow's vocabulary; registered items:
+    past its end) and scores, and the model that chose them."""
+
+    item_ids: list[str]
+    indices: np.ndarray
+    scores: np.ndarray
+    model: str
+
+    def as_list(self) -> list[Candidate]:
+        return [Candidate(i, float(s)) for i, s in zip(self.item_ids, self.scores, strict=True)]
+
+
 class CandidateCore:
     def __init__(self, version_dir: Path, version: str, config: dict[str, Any]) -> None:
         self.version = version
@@ -48,20 +62,22 @@ class CandidateCore:
         violations.check(1 <= n <= MAX_K, "n", f"must be in 1..{MAX_K}, got {n}")
         violations.raise_if_any()
 
-    def candidates(
-        self, recent: np.ndarray, seen: Sequence[str], exclude: Sequence[str], n: int
-    ) -> tuple[list[Candidate], str]:
+    def _found(self, best: np.ndarray, scores: np.ndarray, model: str) -> Candidates:
+        best = np.asarray(best, np.int64)
+        return Candidates(self._item_ids[best - 1].tolist(), best, np.asarray(scores, np.float32), model)
+
+    def candidates(self, recent: np.ndarray, seen: Sequence[str], exclude: Sequence[str], n: int) -> Candidates:
         """Top-n best first, never a seen or excluded item; with the name of the model that chose them."""
         self._check_n(n)
         seen_indices = self.workflow.items.encode(list(seen)) if seen else np.zeros(0, np.int32)
         excluded = self.workflow.items.encode(list(exclude)) if exclude else None
         best, scores = self.scorer.top(recent[recent > 0], seen_indices, n, excluded)
         model = self.scorer.model.name if np.any(seen_indices > 0) else POPULARITY_NAME
-        return [Candidate(str(self._item_ids[i - 1]), float(s)) for i, s in zip(best, scores, strict=True)], model
+        return self._found(best, scores, model)
 
     def generated_candidates(
         self, generated: np.ndarray, likelihoods: np.ndarray, exclude: Sequence[str], n: int
-    ) -> tuple[list[Candidate], str]:
+    ) -> Candidates:
         """A cold user's candidates from their generated history: it is the model's input, its items stay
         recommendable, and the generator's own likelihoods weigh in (candidates.generated_weight)."""
         self._check_n(n)
@@ -70,9 +86,7 @@ class CandidateCore:
         excluded = self.workflow.items.encode(list(exclude)) if exclude else None
         best, scores = self.scorer.top(generated, generated, n, excluded, exclude_seen=False)
         best, mixed = blend_generated(best, scores, generated, likelihoods, n, self.generated_weight, excluded)
-        return [
-            Candidate(str(self._item_ids[i - 1]), float(s)) for i, s in zip(best, mixed, strict=True)
-        ], GENERATED_NAME
+        return self._found(best, mixed, GENERATED_NAME)
 
     @property
     def registered(self) -> int:

@@ -6,8 +6,8 @@ import grpc
 import numpy as np
 
 from recsys.v1 import candidates_pb2, candidates_pb2_grpc, common_pb2
-from services.candidates.core import POPULARITY_NAME, Candidate, CandidateCore
-from services.common.encoding import history_indices
+from services.candidates.core import POPULARITY_NAME, Candidate, CandidateCore, Candidates
+from services.common.encoding import history_indices, pack_candidates
 from services.common.server import Registration
 from services.common.service import CoreSlot
 
@@ -20,6 +20,16 @@ def _reply(items: list[Candidate], model: str, version: str) -> candidates_pb2.G
     )
 
 
+def _packed_reply(found: Candidates, core: CandidateCore) -> candidates_pb2.GetCandidatesResponse:
+    # Registered items are past the end of the workflow's vocabulary: 0 (unknown) to the other stages.
+    indices = np.where(found.indices < core.workflow.items.size, found.indices, 0)
+    return candidates_pb2.GetCandidatesResponse(
+        packed=pack_candidates(found.item_ids, found.scores, found.model, indices, core.version),
+        model=found.model,
+        model_version=core.version,
+    )
+
+
 class CandidateServicer(candidates_pb2_grpc.CandidateServiceServicer, CoreSlot[CandidateCore]):
     async def GetCandidates(
         self, request: candidates_pb2.GetCandidatesRequest, context: grpc.aio.ServicerContext
@@ -28,12 +38,14 @@ class CandidateServicer(candidates_pb2_grpc.CandidateServiceServicer, CoreSlot[C
         history = history_indices(request.context, core.workflow, core.version)
         if request.context.generated_history:
             likelihoods = np.fromiter((h.weight for h in request.context.history), np.float64, len(history))
-            items, model = core.generated_candidates(history, likelihoods, list(request.exclude_item_ids), request.n)
+            found = core.generated_candidates(history, likelihoods, list(request.exclude_item_ids), request.n)
         else:
-            items, model = core.candidates(
+            found = core.candidates(
                 history, list(request.context.seen_item_ids), list(request.exclude_item_ids), request.n
             )
-        return _reply(items, model, core.version)
+        if request.packed:
+            return _packed_reply(found, core)
+        return _reply(found.as_list(), found.model, core.version)
 
     async def GetPopular(
         self, request: candidates_pb2.GetPopularRequest, context: grpc.aio.ServicerContext

@@ -1,11 +1,17 @@
-"""Item indices of a user context, trusted only when the same artefact version encoded them."""
+"""Item indices that travel between the stages, trusted only when the same artefact version encoded them."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
 from recsys.v1 import common_pb2
 from trainer.workflow import Workflow
+
+# The byte layout of PackedCandidates' arrays.
+WIRE_INDEX = np.dtype("<i4")
+WIRE_SCORE = np.dtype("<f4")
 
 
 def history_indices(context: common_pb2.UserContext, workflow: Workflow, version: str) -> np.ndarray:
@@ -13,3 +19,34 @@ def history_indices(context: common_pb2.UserContext, workflow: Workflow, version
     if context.artifact_version == version:
         return np.fromiter((h.item_index for h in context.history), dtype=np.int32, count=len(context.history))
     return workflow.items.encode([h.item_id for h in context.history])
+
+
+def pack_candidates(
+    item_ids: Sequence[str], scores: np.ndarray, source: str, indices: np.ndarray | None = None, version: str = ""
+) -> common_pb2.PackedCandidates:
+    """Without indices (or version), a receiver encodes the ids itself."""
+    packed = common_pb2.PackedCandidates(
+        item_ids=item_ids, scores=np.asarray(scores, WIRE_SCORE).tobytes(), source=source
+    )
+    if indices is not None:
+        packed.item_indices = np.asarray(indices, WIRE_INDEX).tobytes()
+        packed.artifact_version = version
+    return packed
+
+
+def packed_scores(packed: common_pb2.PackedCandidates) -> np.ndarray:
+    """The scores as float32, or an empty array when the bytes are not one float per id."""
+    if len(packed.scores) != WIRE_SCORE.itemsize * len(packed.item_ids):
+        return np.zeros(0, WIRE_SCORE)
+    return np.frombuffer(packed.scores, WIRE_SCORE)
+
+
+def packed_indices(packed: common_pb2.PackedCandidates, workflow: Workflow, version: str) -> np.ndarray | None:
+    """The indices in `workflow`'s vocabulary when `version` packed them and they are well formed; None when
+    the ids must be encoded instead."""
+    if packed.artifact_version != version or len(packed.item_indices) != WIRE_INDEX.itemsize * len(packed.item_ids):
+        return None
+    indices = np.frombuffer(packed.item_indices, WIRE_INDEX)
+    if len(indices) and (indices.min() < 0 or indices.max() >= workflow.items.size):
+        return None
+    return indices

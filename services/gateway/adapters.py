@@ -22,6 +22,7 @@ from recsys.v1 import (
 )
 from services.common.breaker import CircuitBreaker
 from services.common.clients import Deadline, domain_error_from_rpc, open_channel, wait_until_serving
+from services.common.encoding import packed_scores
 from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.validation import EventInput
 from services.gateway.core import Scored
@@ -109,21 +110,19 @@ class Downstream:
 
     async def candidates(
         self, context: common_pb2.UserContext, n: int, exclude: Sequence[str], deadline: Deadline
-    ) -> list[Scored]:
-        request = candidates_pb2.GetCandidatesRequest(context=context, n=n, exclude_item_ids=exclude)
+    ) -> common_pb2.PackedCandidates:
+        request = candidates_pb2.GetCandidatesRequest(context=context, n=n, exclude_item_ids=exclude, packed=True)
         reply = await self._call(
             "candidates", self._candidates.GetCandidates, request, deadline.timeout(self.budgets.candidates)
         )
-        return _scored(reply.items)
+        if len(packed_scores(reply.packed)) != len(reply.packed.item_ids):
+            raise Unavailable("the candidate stage answered without one score per candidate")
+        return reply.packed
 
     async def rank(
-        self, context: common_pb2.UserContext, candidates: Sequence[Scored], k: int, deadline: Deadline
+        self, context: common_pb2.UserContext, candidates: common_pb2.PackedCandidates, k: int, deadline: Deadline
     ) -> list[Scored]:
-        request = ranking_pb2.RankRequest(
-            context=context,
-            candidates=[common_pb2.ScoredItem(item_id=c.item_id, score=c.score, source=c.source) for c in candidates],
-            k=k,
-        )
+        request = ranking_pb2.RankRequest(context=context, packed_candidates=candidates, k=k)
         reply = await self._call("ranking", self._ranking.Rank, request, deadline.timeout(self.budgets.ranking))
         return _scored(reply.items)
 

@@ -8,9 +8,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from recsys.v1 import common_pb2
 from services.common import metrics
 from services.common.clients import Deadline
+from services.common.encoding import pack_candidates, packed_scores
 from services.common.errors import DeadlineExceeded, FailedPrecondition, Unavailable, Violations
 from services.common.validation import (
     MAX_K,
@@ -57,10 +60,10 @@ class DownstreamPort(Protocol):
 
     async def candidates(
         self, context: common_pb2.UserContext, n: int, exclude: Sequence[str], deadline: Deadline
-    ) -> list[Scored]: ...
+    ) -> common_pb2.PackedCandidates: ...
 
     async def rank(
-        self, context: common_pb2.UserContext, candidates: Sequence[Scored], k: int, deadline: Deadline
+        self, context: common_pb2.UserContext, candidates: common_pb2.PackedCandidates, k: int, deadline: Deadline
     ) -> list[Scored]: ...
 
     async def record(self, events: Sequence[EventInput], deadline: Deadline) -> tuple[int, int]: ...
@@ -115,21 +118,28 @@ class GatewayCore:
                 degraded.append(Stage.SYNTHETIC)
         never = {*context.seen_item_ids, *exclude}
         n = min(max(self.candidates_n, k), MAX_K)
+        # Candidates stay packed (ids, indices, scores) from the candidate stage to ranking: the gateway hands
+        # them on without a message per item.
         try:
             with metrics.stage_timer(Stage.CANDIDATES.value):
                 candidates = await self.downstream.candidates(context, n, list(exclude), deadline)
         except DEGRADABLE as error:
             log.warning("candidates degraded to popularity", extra={"error": str(error)})
             degraded.append(Stage.CANDIDATES)
-            candidates = [Scored(i, s, "popularity") for i, s in self.fallback.top(n, sorted(never))]
-        ranked = candidates
-        if candidates:
+            popular = self.fallback.top(n, sorted(never))
+            candidates = pack_candidates([i for i, _ in popular], np.array([s for _, s in popular]), "popularity")
+        ranked: list[Scored] = []
+        if candidates.item_ids:
             try:
                 with metrics.stage_timer(Stage.RANKING.value):
                     ranked = await self.downstream.rank(context, candidates, k, deadline)
             except DEGRADABLE as error:
                 log.warning("ranking degraded to candidate order", extra={"error": str(error)})
                 degraded.append(Stage.RANKING)
+                scores = packed_scores(candidates)
+                ranked = [
+                    Scored(i, float(s), candidates.source) for i, s in zip(candidates.item_ids, scores, strict=True)
+                ]
         # A last guard: whatever a stage returned, nothing seen or excluded leaves the gateway.
         items = [item for item in ranked if item.item_id not in never][:k]
         for stage in degraded:

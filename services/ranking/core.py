@@ -53,19 +53,28 @@ class RankingCore:
         self.workflow = Workflow.load(version_dir / WORKFLOW_DIR)
         self.ranker = ranker
 
+    def candidate_indices(self, candidate_ids: Sequence[str], candidate_scores: np.ndarray, k: int) -> np.ndarray:
+        """Checks the candidates and k, and encodes the ids in this version's vocabulary (0: unknown)."""
+        violations = self._violations(candidate_ids, candidate_scores, k)
+        for i, item_id in enumerate(candidate_ids):
+            check_id(violations, f"candidates[{i}].item_id", item_id)
+        violations.raise_if_any()
+        return self.workflow.items.encode(list(candidate_ids))
+
     @staticmethod
-    def _violations(candidate_ids: Sequence[str], k: int) -> Violations:
+    def check(candidate_ids: Sequence[str], candidate_scores: np.ndarray, k: int) -> None:
+        RankingCore._violations(candidate_ids, candidate_scores, k).raise_if_any()
+
+    @staticmethod
+    def _violations(candidate_ids: Sequence[str], candidate_scores: np.ndarray, k: int) -> Violations:
         violations = Violations()
         violations.check(1 <= len(candidate_ids) <= MAX_K, "candidates", f"must hold 1..{MAX_K} items")
+        violations.check(len(candidate_ids) == len(candidate_scores), "candidates", "one score per candidate")
         violations.check(0 <= k <= MAX_K, "k", f"must be in 0..{MAX_K}, got {k}")
         return violations
 
-    def in_candidate_order(
-        self, candidate_ids: Sequence[str], candidate_scores: Sequence[float], k: int
-    ) -> list[Ranked]:
-        violations = self._violations(candidate_ids, k)
-        violations.check(len(candidate_ids) == len(candidate_scores), "candidates", "one score per candidate")
-        violations.raise_if_any()
+    def in_candidate_order(self, candidate_ids: Sequence[str], candidate_scores: np.ndarray, k: int) -> list[Ranked]:
+        self.check(candidate_ids, candidate_scores, k)
         order = np.argsort(-np.asarray(candidate_scores, np.float64), kind="stable")[: k or len(candidate_ids)]
         return [Ranked(candidate_ids[i], float(candidate_scores[i])) for i in order]
 
@@ -74,17 +83,13 @@ class RankingCore:
         history: np.ndarray,
         user_id: str,
         candidate_ids: Sequence[str],
-        candidate_scores: Sequence[float],
+        indices: np.ndarray,
+        candidate_scores: np.ndarray,
         k: int,
         timeout_s: float,
     ) -> list[Ranked]:
-        """Candidates re-ordered best first, cut to k (0 keeps them all)."""
-        violations = self._violations(candidate_ids, k)
-        for i, item_id in enumerate(candidate_ids):
-            check_id(violations, f"candidates[{i}].item_id", item_id)
-        violations.raise_if_any()
-
-        indices = self.workflow.items.encode(list(candidate_ids))
+        """Candidates (checked, with their indices in this version's vocabulary) re-ordered best first, cut to k
+        (0 keeps them all)."""
         user = int(self.workflow.users.encode([user_id])[0])
         scores = await self.ranker.score(
             history[history > 0], user, indices, np.asarray(candidate_scores, dtype=np.float32), timeout_s

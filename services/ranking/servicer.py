@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
+import numpy as np
 
 from recsys.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc
 from services.common.clients import Deadline
-from services.common.encoding import history_indices
+from services.common.encoding import history_indices, packed_indices, packed_scores
+from services.common.errors import FieldViolation, InvalidArgument
 from services.common.server import Registration
 from services.common.service import CoreSlot
 from services.ranking.core import CANDIDATE_ORDER, MODEL_NAME, RankingCore
@@ -20,15 +24,30 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer, CoreSlot[RankingC
         self, request: ranking_pb2.RankRequest, context: grpc.aio.ServicerContext
     ) -> ranking_pb2.RankResponse:
         core = self.ready_core
-        candidate_ids = [c.item_id for c in request.candidates]
-        candidate_scores = [c.score for c in request.candidates]
+        indices: np.ndarray | None = None
+        if request.HasField("packed_candidates"):
+            if request.candidates:
+                raise InvalidArgument([FieldViolation("candidates", "give candidates or packed_candidates, not both")])
+            packed = request.packed_candidates
+            candidate_ids: Sequence[str] = packed.item_ids
+            candidate_scores = packed_scores(packed)
+            # Packed by the same version: its indices are this vocabulary's, no need to check and encode the ids.
+            indices = packed_indices(packed, core.workflow, core.version)
+        else:
+            candidate_ids = [c.item_id for c in request.candidates]
+            candidate_scores = np.fromiter((c.score for c in request.candidates), np.float32, len(request.candidates))
         if request.context.generated_history:
             ranked, model = core.in_candidate_order(candidate_ids, candidate_scores, request.k), CANDIDATE_ORDER
         else:
+            if indices is None:
+                indices = core.candidate_indices(candidate_ids, candidate_scores, request.k)
+            else:
+                core.check(candidate_ids, candidate_scores, request.k)
             ranked = await core.rank(
                 history_indices(request.context, core.workflow, core.version),
                 request.context.user_id,
                 candidate_ids,
+                indices,
                 candidate_scores,
                 request.k,
                 Deadline.from_context(context, self.default_timeout_s).timeout(self.default_timeout_s),

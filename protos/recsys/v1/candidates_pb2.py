@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from recsys.v1 import common_pb2 as recsys_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arecsys/v1/candidates.proto\x12\trecsys.v1\x1a\x16recsys/v1/common.proto\"d\n\x14GetCandidatesRequest\x12\'\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x16.recsys.v1.UserContext\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\"8\n\x11GetPopularRequest\x12\t\n\x01n\x18\x01 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x02 \x03(\t\"c\n\x15GetCandidatesResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t2\xb4\x01\n\x10\x43\x61ndidateService\x12R\n\rGetCandidates\x12\x1f.recsys.v1.GetCandidatesRequest\x1a .recsys.v1.GetCandidatesResponse\x12L\n\nGetPopular\x12\x1c.recsys.v1.GetPopularRequest\x1a .recsys.v1.GetCandidatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arecsys/v1/candidates.proto\x12\trecsys.v1\x1a\x16recsys/v1/common.proto\"t\n\x14GetCandidatesRequest\x12\'\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x16.recsys.v1.UserContext\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\x12\x0e\n\x06packed\x18\x04 \x01(\x08\"8\n\x11GetPopularRequest\x12\t\n\x01n\x18\x01 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x02 \x03(\t\"\x90\x01\n\x15GetCandidatesResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12+\n\x06packed\x18\x04 \x01(\x0b\x32\x1b.recsys.v1.PackedCandidates2\xb4\x01\n\x10\x43\x61ndidateService\x12R\n\rGetCandidates\x12\x1f.recsys.v1.GetCandidatesRequest\x1a .recsys.v1.GetCandidatesResponse\x12L\n\nGetPopular\x12\x1c.recsys.v1.GetPopularRequest\x1a .recsys.v1.GetCandidatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recsys.v1.candidates_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETCANDIDATESREQUEST']._serialized_start=65
-  _globals['_GETCANDIDATESREQUEST']._serialized_end=165
-  _globals['_GETPOPULARREQUEST']._serialized_start=167
-  _globals['_GETPOPULARREQUEST']._serialized_end=223
-  _globals['_GETCANDIDATESRESPONSE']._serialized_start=225
-  _globals['_GETCANDIDATESRESPONSE']._serialized_end=324
-  _globals['_CANDIDATESERVICE']._serialized_start=327
-  _globals['_CANDIDATESERVICE']._serialized_end=507
+  _globals['_GETCANDIDATESREQUEST']._serialized_end=181
+  _globals['_GETPOPULARREQUEST']._serialized_start=183
+  _globals['_GETPOPULARREQUEST']._serialized_end=239
+  _globals['_GETCANDIDATESRESPONSE']._serialized_start=242
+  _globals['_GETCANDIDATESRESPONSE']._serialized_end=386
+  _globals['_CANDIDATESERVICE']._serialized_start=389
+  _globals['_CANDIDATESERVICE']._serialized_end=569
 # @@protoc_insertion_point(module_scope)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16recsys/v1/common.proto\x12\trecsys.v1\"<\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06source\x18\x03 \x01(\t\"^\n\x05\x45vent\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12\x0e\n\x06rating\x18\x05 \x01(\x02\"\x7f\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x33\n\nattributes\x18\x02 \x03(\x0b\x32\x1f.recsys.v1.Item.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x7f\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x33\n\nattributes\x18\x02 \x03(\x0b\x32\x1f.recsys.v1.User.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x0cHistoryEntry\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x12\n\nitem_index\x18\x03 \x01(\x05\x12\x0e\n\x06weight\x18\x04 \x01(\x02\"\xff\x02\n\x0bUserContext\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nknown_user\x18\x02 \x01(\x08\x12(\n\x07history\x18\x03 \x03(\x0b\x32\x17.recsys.v1.HistoryEntry\x12:\n\nattributes\x18\x04 \x03(\x0b\x32&.recsys.v1.UserContext.AttributesEntry\x12\x18\n\x10\x61rtifact_version\x18\x05 \x01(\t\x12\x15\n\rseen_item_ids\x18\x06 \x03(\t\x12,\n\x08sequence\x18\x07 \x01(\x0b\x32\x1a.recsys.v1.EncodedSequence\x12\x38\n\x12\x65ncoded_attributes\x18\x08 \x01(\x0b\x32\x1c.recsys.v1.EncodedAttributes\x12\x19\n\x11generated_history\x18\t \x01(\x08\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x0f\x45ncodedSequence\x12\x14\n\x0citem_indices\x18\x01 \x03(\x05\x12\x12\n\ntimestamps\x18\x02 \x03(\x03\x12\x0c\n\x04gaps\x18\x03 \x03(\x02\x12\x0e\n\x06length\x18\x04 \x01(\x05\"d\n\x11\x45ncodedAttributes\x12\x13\n\x0b\x63\x61tegorical\x18\x01 \x03(\x05\x12\x0f\n\x07numeric\x18\x02 \x03(\x02\x12\x19\n\x11multi_hot_indices\x18\x03 \x03(\x05\x12\x0e\n\x06tokens\x18\x04 \x03(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16recsys/v1/common.proto\x12\trecsys.v1\"<\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06source\x18\x03 \x01(\t\"t\n\x10PackedCandidates\x12\x18\n\x10\x61rtifact_version\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\x14\n\x0citem_indices\x18\x03 \x01(\x0c\x12\x0e\n\x06scores\x18\x04 \x01(\x0c\x12\x0e\n\x06source\x18\x05 \x01(\t\"^\n\x05\x45vent\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12\x0e\n\x06rating\x18\x05 \x01(\x02\"\x7f\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x33\n\nattributes\x18\x02 \x03(\x0b\x32\x1f.recsys.v1.Item.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x7f\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x33\n\nattributes\x18\x02 \x03(\x0b\x32\x1f.recsys.v1.User.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x0cHistoryEntry\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x12\n\nitem_index\x18\x03 \x01(\x05\x12\x0e\n\x06weight\x18\x04 \x01(\x02\"\xff\x02\n\x0bUserContext\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nknown_user\x18\x02 \x01(\x08\x12(\n\x07history\x18\x03 \x03(\x0b\x32\x17.recsys.v1.HistoryEntry\x12:\n\nattributes\x18\x04 \x03(\x0b\x32&.recsys.v1.UserContext.AttributesEntry\x12\x18\n\x10\x61rtifact_version\x18\x05 \x01(\t\x12\x15\n\rseen_item_ids\x18\x06 \x03(\t\x12,\n\x08sequence\x18\x07 \x01(\x0b\x32\x1a.recsys.v1.EncodedSequence\x12\x38\n\x12\x65ncoded_attributes\x18\x08 \x01(\x0b\x32\x1c.recsys.v1.EncodedAttributes\x12\x19\n\x11generated_history\x18\t \x01(\x08\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x0f\x45ncodedSequence\x12\x14\n\x0citem_indices\x18\x01 \x03(\x05\x12\x12\n\ntimestamps\x18\x02 \x03(\x03\x12\x0c\n\x04gaps\x18\x03 \x03(\x02\x12\x0e\n\x06length\x18\x04 \x01(\x05\"d\n\x11\x45ncodedAttributes\x12\x13\n\x0b\x63\x61tegorical\x18\x01 \x03(\x05\x12\x0f\n\x07numeric\x18\x02 \x03(\x02\x12\x19\n\x11multi_hot_indices\x18\x03 \x03(\x05\x12\x0e\n\x06tokens\x18\x04 \x03(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,24 +39,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERCONTEXT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_SCOREDITEM']._serialized_start=37
   _globals['_SCOREDITEM']._serialized_end=97
-  _globals['_EVENT']._serialized_start=99
-  _globals['_EVENT']._serialized_end=193
-  _globals['_ITEM']._serialized_start=195
-  _globals['_ITEM']._serialized_end=322
-  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_start=273
-  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_end=322
-  _globals['_USER']._serialized_start=324
-  _globals['_USER']._serialized_end=451
-  _globals['_USER_ATTRIBUTESENTRY']._serialized_start=273
-  _globals['_USER_ATTRIBUTESENTRY']._serialized_end=322
-  _globals['_HISTORYENTRY']._serialized_start=453
-  _globals['_HISTORYENTRY']._serialized_end=539
-  _globals['_USERCONTEXT']._serialized_start=542
-  _globals['_USERCONTEXT']._serialized_end=925
-  _globals['_USERCONTEXT_ATTRIBUTESENTRY']._serialized_start=273
-  _globals['_USERCONTEXT_ATTRIBUTESENTRY']._serialized_end=322
-  _globals['_ENCODEDSEQUENCE']._serialized_start=927
-  _globals['_ENCODEDSEQUENCE']._serialized_end=1016
-  _globals['_ENCODEDATTRIBUTES']._serialized_start=1018
-  _globals['_ENCODEDATTRIBUTES']._serialized_end=1118
+  _globals['_PACKEDCANDIDATES']._serialized_start=99
+  _globals['_PACKEDCANDIDATES']._serialized_end=215
+  _globals['_EVENT']._serialized_start=217
+  _globals['_EVENT']._serialized_end=311
+  _globals['_ITEM']._serialized_start=313
+  _globals['_ITEM']._serialized_end=440
+  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_start=391
+  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_end=440
+  _globals['_USER']._serialized_start=442
+  _globals['_USER']._serialized_end=569
+  _globals['_USER_ATTRIBUTESENTRY']._serialized_start=391
+  _globals['_USER_ATTRIBUTESENTRY']._serialized_end=440
+  _globals['_HISTORYENTRY']._serialized_start=571
+  _globals['_HISTORYENTRY']._serialized_end=657
+  _globals['_USERCONTEXT']._serialized_start=660
+  _globals['_USERCONTEXT']._serialized_end=1043
+  _globals['_USERCONTEXT_ATTRIBUTESENTRY']._serialized_start=391
+  _globals['_USERCONTEXT_ATTRIBUTESENTRY']._serialized_end=440
+  _globals['_ENCODEDSEQUENCE']._serialized_start=1045
+  _globals['_ENCODEDSEQUENCE']._serialized_end=1134
+  _globals['_ENCODEDATTRIBUTES']._serialized_start=1136
+  _globals['_ENCODEDATTRIBUTES']._serialized_end=1236
 # @@protoc_insertion_point(module_scope)

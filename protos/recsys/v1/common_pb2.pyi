@@ -16,6 +16,20 @@ class ScoredItem(_message.Message):
     source: str
     def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., source: _Optional[str] = ...) -> None: ...
 
+class PackedCandidates(_message.Message):
+    __slots__ = ("artifact_version", "item_ids", "item_indices", "scores", "source")
+    ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_INDICES_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    artifact_version: str
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    item_indices: bytes
+    scores: bytes
+    source: str
+    def __init__(self, artifact_version: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ..., item_indices: _Optional[bytes] = ..., scores: _Optional[bytes] = ..., source: _Optional[str] = ...) -> None: ...
+
 class Event(_message.Message):
     __slots__ = ("user_id", "item_id", "timestamp", "event_id", "rating")
     USER_ID_FIELD_NUMBER: _ClassVar[int]

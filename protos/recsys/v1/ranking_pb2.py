@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from recsys.v1 import common_pb2 as recsys_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17recsys/v1/ranking.proto\x12\trecsys.v1\x1a\x16recsys/v1/common.proto\"l\n\x0bRankRequest\x12\'\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x16.recsys.v1.UserContext\x12)\n\ncandidates\x18\x02 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\t\n\x01k\x18\x03 \x01(\x05\"Z\n\x0cRankResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t2I\n\x0eRankingService\x12\x37\n\x04Rank\x12\x16.recsys.v1.RankRequest\x1a\x17.recsys.v1.RankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17recsys/v1/ranking.proto\x12\trecsys.v1\x1a\x16recsys/v1/common.proto\"\xa4\x01\n\x0bRankRequest\x12\'\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x16.recsys.v1.UserContext\x12)\n\ncandidates\x18\x02 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x36\n\x11packed_candidates\x18\x04 \x01(\x0b\x32\x1b.recsys.v1.PackedCandidates\"Z\n\x0cRankResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t2I\n\x0eRankingService\x12\x37\n\x04Rank\x12\x16.recsys.v1.RankRequest\x1a\x17.recsys.v1.RankResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recsys.v1.ranking_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RANKREQUEST']._serialized_start=62
-  _globals['_RANKREQUEST']._serialized_end=170
-  _globals['_RANKRESPONSE']._serialized_start=172
-  _globals['_RANKRESPONSE']._serialized_end=262
-  _globals['_RANKINGSERVICE']._serialized_start=264
-  _globals['_RANKINGSERVICE']._serialized_end=337
+  _globals['_RANKREQUEST']._serialized_start=63
+  _globals['_RANKREQUEST']._serialized_end=227
+  _globals['_RANKRESPONSE']._serialized_start=229
+  _globals['_RANKRESPONSE']._serialized_end=319
+  _globals['_RANKINGSERVICE']._serialized_start=321
+  _globals['_RANKINGSERVICE']._serialized_end=394
 # @@protoc_insertion_point(module_scope)

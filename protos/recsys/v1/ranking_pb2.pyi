@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RankRequest(_message.Message):
-    __slots__ = ("context", "candidates", "k")
+    __slots__ = ("context", "candidates", "k", "packed_candidates")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
+    PACKED_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     context: _common_pb2.UserContext
     candidates: _containers.RepeatedCompositeFieldContainer[_common_pb2.ScoredItem]
     k: int
-    def __init__(self, context: _Optional[_Union[_common_pb2.UserContext, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[_common_pb2.ScoredItem, _Mapping]]] = ..., k: _Optional[int] = ...) -> None: ...
+    packed_candidates: _common_pb2.PackedCandidates
+    def __init__(self, context: _Optional[_Union[_common_pb2.UserContext, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[_common_pb2.ScoredItem, _Mapping]]] = ..., k: _Optional[int] = ..., packed_candidates: _Optional[_Union[_common_pb2.PackedCandidates, _Mapping]] = ...) -> None: ...
 
 class RankResponse(_message.Message):
     __slots__ = ("items", "model", "model_version")
