@@ -6,6 +6,9 @@ throughput as a ratio of the ceiling's.
 
     .venv/bin/python bench/load_bench.py --target HOST:PORT --split SPLIT [--concurrency 8] [--seconds 20]
         [--rate 100]
+    .venv/bin/python bench/load_bench.py ... --no-ceiling --during "recsys train ... --out ARTIFACTS"
+        closed loop before, while and after COMMAND runs (a retrain and switch under load): the versions
+        the answers came from, in order, beside the errors
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Recorder:
         self.latencies: list[float] = []
         self.errors: dict[str, int] = {}
         self.degraded = 0
+        self.versions: list[str] = []  # the answers' model versions, each change once
 
     def summary(self, seconds: float) -> dict[str, float | int | dict[str, int]]:
         ms = np.asarray(self.latencies) * 1000 if self.latencies else np.zeros(1)
@@ -45,6 +49,7 @@ class Recorder:
             "errors": sum(self.errors.values()),
             "error_codes": self.errors,
             "degraded": self.degraded,
+            "versions": self.versions,
         }
 
 
@@ -60,9 +65,15 @@ async def call(stub: gateway_pb2_grpc.GatewayStub, user: str, recorder: Recorder
         return
     recorder.latencies.append(time.perf_counter() - started)
     recorder.degraded += bool(reply.degraded_stages)
+    if not recorder.versions or recorder.versions[-1] != reply.model_version:
+        recorder.versions.append(reply.model_version)
 
 
-async def closed_loop(target: str, users: list[str], concurrency: int, seconds: float) -> dict:  # type: ignore[type-arg]
+async def closed_loop(
+    target: str, users: list[str], concurrency: int, seconds: float, during: str | None = None
+) -> dict:  # type: ignore[type-arg]
+    """C callers for `seconds`; with `during`, for `seconds` before the command, while it runs, and `seconds`
+    after it exits."""
     import grpc
 
     recorder = Recorder()
@@ -70,16 +81,25 @@ async def closed_loop(target: str, users: list[str], concurrency: int, seconds: 
         stub = gateway_pb2_grpc.GatewayStub(channel)
         for user in users[:20]:  # warm-up
             await call(stub, user, Recorder(), 5.0)
-        stop = time.perf_counter() + seconds
+        done = asyncio.Event()
 
         async def caller(offset: int) -> None:
             n = offset
-            while time.perf_counter() < stop:
+            while not done.is_set():
                 await call(stub, users[n % len(users)], recorder, 5.0)
                 n += concurrency
 
+        async def clock() -> None:
+            await asyncio.sleep(seconds)
+            if during is not None:
+                process = await asyncio.create_subprocess_shell(during)
+                code = await process.wait()
+                print(f"`{during}` exited with {code}", file=sys.stderr)
+                await asyncio.sleep(seconds)
+            done.set()
+
         started = time.perf_counter()
-        await asyncio.gather(*(caller(i) for i in range(concurrency)))
+        await asyncio.gather(clock(), *(caller(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - started
     return {"mode": "closed", "concurrency": concurrency, **recorder.summary(elapsed)}
 
@@ -117,6 +137,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--no-ceiling", action="store_true", help="suite rows only (e.g. for a fault run)")
+    parser.add_argument("--during", help="a shell command run under load (closed loop only)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     users = pd.read_csv(args.split / "test.csv", dtype={"user_id": str})["user_id"].tolist()
@@ -132,13 +153,15 @@ def main() -> None:
         finally:
             ceiling.terminate()
             ceiling.wait()
-    results["suite_closed"] = asyncio.run(closed_loop(args.target, users, args.concurrency, args.seconds))
+    results["suite_closed"] = asyncio.run(closed_loop(args.target, users, args.concurrency, args.seconds, args.during))
     if not args.no_ceiling:
         results["suite_open"] = asyncio.run(open_loop(args.target, users, args.rate, args.seconds))
     print(f"\nGateway.Recommend k=10, {args.seconds:.0f} s per row (2-core machine)")
     if "ceiling_closed" in results:
         print(row(f"one-hop no-model server, closed {args.concurrency}", results["ceiling_closed"]))
     print(row(f"suite, closed {args.concurrency}", results["suite_closed"]))
+    if args.during:
+        print(f"  answers came from versions, in order: {' -> '.join(results['suite_closed']['versions'])}")
     if "suite_open" in results:
         print(row(f"suite, open {args.rate:.0f} req/s", results["suite_open"]))
         ratio = results["suite_closed"]["rps"] / results["ceiling_closed"]["rps"]

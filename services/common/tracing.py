@@ -5,6 +5,7 @@ and the ranking service passes it on to Triton in its request headers. Without a
 is recorded, but a caller's trace context still travels through every hop. With the standard
 OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) set, each service records its spans and
 sends them over OTLP/gRPC, sampled as OTEL_TRACES_SAMPLER says (default: parent-based, always on).
+OTEL_SDK_DISABLED=true turns all of it off, propagation included.
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ log = logging.getLogger(__name__)
 _NOT_HEALTH = negate(service_name("grpc.health.v1.Health"))
 
 
+def disabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """OTEL_SDK_DISABLED=true: no spans and no propagation either (no interceptors at all)."""
+    return environ.get("OTEL_SDK_DISABLED", "").lower() == "true"
+
+
 def exporting(environ: Mapping[str, str] = os.environ) -> bool:
-    if environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+    if disabled(environ):
         return False
     return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
@@ -56,15 +62,17 @@ def shutdown_tracing() -> None:
 
 
 def server_interceptors() -> Sequence[grpc.aio.ServerInterceptor]:
-    return [aio_server_interceptor(filter_=_NOT_HEALTH)]
+    return [] if disabled() else [aio_server_interceptor(filter_=_NOT_HEALTH)]
 
 
 def client_interceptors() -> Sequence[grpc.aio.ClientInterceptor]:
-    return list(aio_client_interceptors(filter_=_NOT_HEALTH))
+    return [] if disabled() else list(aio_client_interceptors(filter_=_NOT_HEALTH))
 
 
-def outgoing_headers() -> dict[str, str]:
+def outgoing_headers() -> dict[str, str] | None:
     """The current trace context as headers, for calls made without gRPC interceptors (tritonclient)."""
+    if disabled():
+        return None
     headers: dict[str, str] = {}
     propagate.inject(headers)
     return headers
