@@ -24,11 +24,15 @@ class Ceiling(gateway_pb2_grpc.GatewayServicer):
 
 async def serve(port: int) -> None:
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection
 
     server = grpc.aio.server()
     gateway_pb2_grpc.add_GatewayServicer_to_server(Ceiling(), server)
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    # Reflection too, as the suite's gateway has: recbench finds the service through it.
+    names = [gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await checker.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from grpc_status import rpc_status
 
 from recsys.v1 import candidates_pb2, candidates_pb2_grpc, common_pb2
+from services.common import tracing
 from services.common.clients import Deadline, domain_error_from_rpc, open_channel, wait_until_serving
 from services.common.errors import (
     DeadlineExceeded,
@@ -39,6 +40,9 @@ class ScriptedCandidates(candidates_pb2_grpc.CandidateServiceServicer):
             raise FailedPrecondition("no model in this artefact")
         if request.n == 4:
             await asyncio.sleep(0.5)
+        if request.n == 5:  # what this service would hand the next hop
+            model = dict(tracing.outgoing_metadata() or ()).get("traceparent", "")
+            return candidates_pb2.GetCandidatesResponse(model=model)
         return candidates_pb2.GetCandidatesResponse(items=[common_pb2.ScoredItem(item_id="a", score=1.0)], model="m")
 
 
@@ -224,3 +228,13 @@ async def test_overload_is_refused_at_once_with_resource_exhausted() -> None:
     finally:
         await channel.close()
         await server.stop(0)
+
+
+async def test_a_callers_trace_context_passes_through_without_instrumentation(harness: Harness) -> None:
+    await _make_ready(harness)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    request = candidates_pb2.GetCandidatesRequest(n=5)
+    reply = await harness.stub.GetCandidates(request, timeout=5, metadata=[("traceparent", traceparent)])
+    assert reply.model == traceparent  # no exporter here: no span of our own, the caller's context goes on as is
+    assert (await harness.stub.GetCandidates(request, timeout=5)).model == ""  # no trace, nothing passed on
+    assert tracing.outgoing_metadata() is None  # and nothing stays attached after the call

@@ -60,15 +60,16 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(_ALWAYS_OPEN):
             return handler
+        metadata = handler_call_details.invocation_metadata
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method),
+                self._wrap_unary(handler.unary_unary, method, metadata),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method),
+                self._wrap_stream(handler.unary_stream, method, metadata),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -78,12 +79,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if not self._ready.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "service is starting: models not loaded yet")
 
-    def _wrap_unary(self, behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def _wrap_unary(self, behaviour: Callable[..., Any], method: str, metadata: Any) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await self._gate(context)
             started, code = time.perf_counter(), "OK"
             try:
-                return await behaviour(request, context)
+                with tracing.incoming(metadata):
+                    return await behaviour(request, context)
             except DomainError as error:
                 code = error.code.name
                 await self._abort_domain(context, method, error)
@@ -101,13 +103,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapped
 
-    def _wrap_stream(self, behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def _wrap_stream(self, behaviour: Callable[..., Any], method: str, metadata: Any) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             await self._gate(context)
             started, code = time.perf_counter(), "OK"
             try:
-                async for response in behaviour(request, context):
-                    yield response
+                # The whole stream runs in this call's task, so the context stays attached across the yields.
+                with tracing.incoming(metadata):
+                    async for response in behaviour(request, context):
+                        yield response
             except DomainError as error:
                 code = error.code.name
                 await self._abort_domain(context, method, error)

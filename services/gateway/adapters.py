@@ -20,6 +20,7 @@ from recsys.v1 import (
     synthetic_pb2,
     synthetic_pb2_grpc,
 )
+from services.common import tracing
 from services.common.breaker import CircuitBreaker
 from services.common.clients import Deadline, domain_error_from_rpc, open_channel, wait_until_serving
 from services.common.encoding import packed_scores
@@ -88,7 +89,7 @@ class Downstream:
         breaker = self._breakers[stage]
         breaker.before_call()
         try:
-            reply = await method(request, timeout=timeout)
+            reply = await method(request, timeout=timeout, metadata=tracing.outgoing_metadata())
         except grpc.aio.AioRpcError as error:
             domain_error = domain_error_from_rpc(error, stage)
             if isinstance(domain_error, (Unavailable, DeadlineExceeded)):
@@ -163,7 +164,9 @@ class Downstream:
         # A stream may run long: it is bounded by the caller's deadline only, not a stage budget.
         timeout = None if deadline.expires_at is None else deadline.timeout(float("inf"))
         try:
-            async for chunk in self._synthetic.GenerateSynthetic(request, timeout=timeout):
+            async for chunk in self._synthetic.GenerateSynthetic(
+                request, timeout=timeout, metadata=tracing.outgoing_metadata()
+            ):
                 yield chunk
         except grpc.aio.AioRpcError as error:
             raise domain_error_from_rpc(error, "synthetic") from None
