@@ -95,11 +95,8 @@ def incoming(metadata: Sequence[tuple[str, Any]] | None) -> Iterator[None]:
 def outgoing_metadata() -> tuple[tuple[str, str], ...] | None:
     """Without instrumentation: the current trace context as gRPC metadata (None outside a trace; the
     interceptors inject it themselves when instrumented)."""
-    if not _PASS_THROUGH or not trace.get_current_span().get_span_context().is_valid:
-        return None
-    headers: dict[str, str] = {}
-    propagate.inject(headers)
-    return tuple(headers.items())
+    headers = outgoing_headers() if _PASS_THROUGH else None
+    return tuple(headers.items()) if headers else None
 
 
 def outgoing_headers() -> dict[str, str] | None:

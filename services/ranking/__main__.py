@@ -31,7 +31,14 @@ def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
 
     async def build_core(artifacts: ArtifactVersion) -> RankingCore:
         model = await ranker.model(artifacts.version)
-        return await asyncio.to_thread(RankingCore, artifacts.path, artifacts.version, model)
+        try:
+            return await asyncio.to_thread(RankingCore, artifacts.path, artifacts.version, model)
+        except Exception:
+            # A version that cannot be served leaves nothing loaded in Triton (unless it is the one serving).
+            serving = servicer.core
+            if serving is None or serving.version != artifacts.version:
+                await model.unload()
+            raise
 
     async def after_switch(old: RankingCore | None, new: RankingCore) -> None:
         if old is None or not isinstance(old.ranker, TritonModel) or old.version == new.version:
