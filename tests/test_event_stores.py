@@ -79,3 +79,42 @@ async def test_ids_with_unusual_characters_round_trip(make_store) -> None:  # ty
     item = "item:with spaces/and\u00e9 'quotes' ; DROP TABLE events"
     await store.append([event("user:1", item, 5)])
     assert await store.events_for("user:1") == [(item, 5)]
+
+
+async def test_sqlite_reads_run_on_the_loop_and_move_to_the_thread_when_the_file_is_busy(tmp_path: Path) -> None:
+    import sqlite3
+    import threading
+
+    from services.common.stores import SQLiteThread
+
+    sqlite = SQLiteThread(tmp_path / "t.sqlite", "CREATE TABLE IF NOT EXISTS t (v INTEGER);")
+    await sqlite.open()
+    try:
+        await sqlite.run(lambda db: db.execute("INSERT INTO t VALUES (1)"))
+
+        def read(db: sqlite3.Connection) -> tuple[list[int], str]:
+            return [v for (v,) in db.execute("SELECT v FROM t")], threading.current_thread().name
+
+        values, thread = await sqlite.read(read)
+        assert values == [1] and thread == threading.current_thread().name  # no hop to the sqlite thread
+
+        # WAL readers find the file busy only in rare moments (a checkpoint resetting the log, recovery after a
+        # crash); such a read, answered SQLITE_BUSY on the loop, is run again on the owning thread.
+        loop_thread = threading.current_thread().name
+
+        def busy_on_the_loop(db: sqlite3.Connection) -> tuple[list[int], str]:
+            if threading.current_thread().name == loop_thread:
+                busy = sqlite3.OperationalError("database is locked")
+                busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
+                raise busy
+            return read(db)
+
+        values, thread = await sqlite.read(busy_on_the_loop)
+        assert values == [1] and thread.startswith("sqlite")
+
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):  # other errors are not hidden
+            await sqlite.read(lambda db: db.execute("SELECT * FROM missing").fetchall())
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):  # and the loop's connection only reads
+            sqlite._reader.execute("INSERT INTO t VALUES (3)")  # type: ignore[union-attr]
+    finally:
+        await sqlite.close()

@@ -69,3 +69,15 @@ def test_gateway_requires_its_dependencies(tmp_path: Path) -> None:
     assert done.returncode == 2
     for name in ("CANDIDATES_ADDR", "RANKING_ADDR", "SYNTHETIC_ADDR"):
         assert f"RECSYS_{name} is required" in done.stderr
+
+
+def test_suite_environment_sets_one_blas_thread_and_the_classic_grpc_poller_for_services_only() -> None:
+    from services.launcher.environment import service_environment, suite_environment
+
+    services = service_environment({"PATH": "/bin"})
+    assert services["OPENBLAS_NUM_THREADS"] == "1"
+    assert services["GRPC_EXPERIMENTS"] == "-event_engine_poller_for_python"
+    assert "GRPC_EXPERIMENTS" not in suite_environment({"PATH": "/bin"})  # tritonserver's gRPC lacks it
+    # The caller's own values win.
+    mine = service_environment({"GRPC_EXPERIMENTS": "", "OPENBLAS_NUM_THREADS": "4"})
+    assert mine["GRPC_EXPERIMENTS"] == "" and mine["OPENBLAS_NUM_THREADS"] == "4"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from trainer.sequences import EncodedSequences, encode_sequence, encode_sequence
 FORMAT_VERSION = 2
 # Index 0 of every vocabulary is the out-of-vocabulary bucket.
 OOV_INDEX = 0
+# Up to this many ids, encode looks each up in a dict; past it, pandas matches them in bulk.
+SMALL_ENCODE = 1000
 DEFAULT_ATTRIBUTE_OPTIONS: dict[str, Any] = {
     "numeric_scaling": "zscore",
     "min_category_count": 1,
@@ -59,8 +62,16 @@ class Vocabulary:
         return len(self.ids) + 1
 
     def encode(self, values: Sequence[str] | pd.Series | np.ndarray) -> np.ndarray:
+        if len(values) <= SMALL_ENCODE:
+            # A request's few ids: a dict lookup each costs less than building a pandas Index for them.
+            lookup = self._lookup
+            return np.fromiter((lookup.get(v, OOV_INDEX) for v in values), np.int32, len(values))
         positions = self.ids.get_indexer(pd.Index(values, dtype=object))
         return (positions + 1).astype(np.int32)  # -1 (unknown) becomes 0 (OOV)
+
+    @cached_property
+    def _lookup(self) -> dict[str, int]:
+        return {item_id: index for index, item_id in enumerate(self.ids, start=1)}
 
     def decode(self, indices: np.ndarray) -> np.ndarray:
         if np.any(indices <= OOV_INDEX):

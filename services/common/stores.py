@@ -43,13 +43,20 @@ class StateSettings:
 
 class SQLiteThread:
     """One connection to a file in WAL mode; every call runs on the one thread that owns it, so the event
-    loop never blocks on disk."""
+    loop never blocks on disk.
+
+    Reads on a request's path can use `read` instead: a second, read-only connection on the event loop's
+    thread. Such a read is an index lookup (microseconds), while a hop to the owning thread and back costs
+    about 100 µs of CPU. WAL readers never wait for the writer; a read that finds the file busy anyway
+    (a checkpoint resetting the log) goes to the owning thread and waits there, off the loop.
+    """
 
     def __init__(self, path: Path, schema: str) -> None:
         self.path = path
         self.schema = schema
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._connection: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,6 +69,10 @@ class SQLiteThread:
 
     async def open(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+        # timeout=0: a busy file answers at once (and the read moves to the thread) instead of stalling the loop.
+        reader = sqlite3.connect(self.path, isolation_level=None, timeout=0, check_same_thread=False)
+        reader.execute("PRAGMA query_only=ON")
+        self._reader = reader
 
     def _call(self, function: Callable[..., T], args: tuple[Any, ...]) -> T:
         if self._connection is None:
@@ -72,12 +83,26 @@ class SQLiteThread:
         """function(connection, *args) on the owning thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, function, args)
 
+    async def read(self, function: Callable[..., T], *args: Any) -> T:
+        """function(connection, *args), read-only, on the caller's thread; on the owning thread when busy."""
+        if self._reader is None:
+            raise RuntimeError(f"{self.path} is not open")
+        try:
+            return function(self._reader, *args)
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+        return await self.run(function, *args)
+
     def _close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=True)
 

@@ -107,7 +107,7 @@ class SQLiteEventStore:
         return [(str(item), int(ts)) for item, ts in rows]
 
     async def events_for(self, user_id: str) -> list[tuple[str, int]]:
-        return await self._sqlite.run(self._events_for, user_id)
+        return await self._sqlite.read(self._events_for, user_id)
 
     async def close(self) -> None:
         await self._sqlite.close()

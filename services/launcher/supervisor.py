@@ -19,7 +19,7 @@ from typing import IO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.launcher.environment import suite_environment
+from services.launcher.environment import service_environment
 from services.launcher.triton import TritonServer
 from trainer.artifacts import MANIFEST, resolve_version
 from trainer.triton_contract import SERVING_REPOSITORY_DIR, served_model_name
@@ -96,7 +96,7 @@ class Suite:
         log_file = log_path.open("ab")
         port_file = self._run_dir / f"{name}.port"
         child_env = {
-            **suite_environment(os.environ),
+            **service_environment(os.environ),
             **self.extra_env,
             "RECSYS_ARTIFACTS": str(self.artifacts),
             "RECSYS_HOST": self.host,
