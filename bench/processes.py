@@ -10,7 +10,7 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.launcher.environment import suite_environment
+from services.launcher.environment import service_environment
 
 
 def free_port() -> int:
@@ -39,9 +39,10 @@ def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float 
 
 
 def start_server(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    """Run command (quietly) with env added to ours; return once 127.0.0.1:port is SERVING."""
+    """Run command (quietly) with env added to ours, as the launcher runs a service; return once
+    127.0.0.1:port is SERVING."""
     process = subprocess.Popen(
-        command, env={**suite_environment(os.environ), **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command, env={**service_environment(os.environ), **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         wait_serving(f"127.0.0.1:{port}", process)
