@@ -817,3 +817,26 @@ def test_config_numeric_scaling_rejects_others(tmp_path: Path, value: str) -> No
     path = write_config(tmp_path, f"[workflow]\nnumeric_scaling = {value}\n")
     with pytest.raises(ConfigError, match="numeric_scaling"):
         load_config(path)
+
+
+@pytest.mark.parametrize("dict_lookup_max_ids", [1_000_000, 10])
+def test_vocabulary_encode_by_dict_and_by_pandas_agree(
+    monkeypatch: pytest.MonkeyPatch, dict_lookup_max_ids: int
+) -> None:
+    import trainer.workflow as workflow_module
+
+    monkeypatch.setattr(workflow_module, "DICT_LOOKUP_MAX_IDS", dict_lookup_max_ids)
+    vocabulary = Vocabulary(pd.Index([str(i) for i in range(1, 500)], dtype=object))
+    rng = np.random.default_rng(0)
+
+    def by_pandas(values: object) -> np.ndarray:
+        return (vocabulary.ids.get_indexer(pd.Index(values, dtype=object)) + 1).astype(np.int32)
+
+    for size in (0, 1, 50, workflow_module.SMALL_ENCODE, workflow_module.SMALL_ENCODE + 1, 5000):
+        values = [str(v) for v in rng.integers(-20, 700, size)]  # known and unknown ids, repeats
+        encoded = vocabulary.encode(values)
+        assert encoded.dtype == np.int32 and np.array_equal(encoded, by_pandas(values)), size
+    odd = ["1", 1, None, float("nan"), "499", "500", " 1"]  # not strings, or near misses: out of vocabulary
+    for values in (odd, np.array(["3", "x"]), np.array(["3", "x"], dtype=object), pd.Series(["7", "y"])):
+        assert np.array_equal(vocabulary.encode(values), by_pandas(values))
+    assert vocabulary.encode(odd).tolist() == [1, 0, 0, 0, 499, 0, 0]

@@ -24,6 +24,8 @@ FORMAT_VERSION = 2
 OOV_INDEX = 0
 # Up to this many ids, encode looks each up in a dict; past it, pandas matches them in bulk.
 SMALL_ENCODE = 1000
+# The dict costs about 70 bytes per id beside the vocabulary's own index: larger catalogues keep to pandas.
+DICT_LOOKUP_MAX_IDS = 1_000_000
 DEFAULT_ATTRIBUTE_OPTIONS: dict[str, Any] = {
     "numeric_scaling": "zscore",
     "min_category_count": 1,
@@ -62,7 +64,7 @@ class Vocabulary:
         return len(self.ids) + 1
 
     def encode(self, values: Sequence[str] | pd.Series | np.ndarray) -> np.ndarray:
-        if len(values) <= SMALL_ENCODE:
+        if len(values) <= SMALL_ENCODE and len(self.ids) <= DICT_LOOKUP_MAX_IDS:
             # A request's few ids: a dict lookup each costs less than building a pandas Index for them.
             lookup = self._lookup
             return np.fromiter((lookup.get(v, OOV_INDEX) for v in values), np.int32, len(values))

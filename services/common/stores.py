@@ -70,7 +70,7 @@ class SQLiteThread:
     async def open(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
         # timeout=0: a busy file answers at once (and the read moves to the thread) instead of stalling the loop.
-        reader = sqlite3.connect(self.path, isolation_level=None, timeout=0, check_same_thread=False)
+        reader = sqlite3.connect(self.path, isolation_level=None, timeout=0)  # used on this thread only
         reader.execute("PRAGMA query_only=ON")
         self._reader = reader
 
