@@ -101,6 +101,23 @@ def test_components_are_each_exported(ranker: Ranker) -> None:
         assert got.sum() == pytest.approx(1.0, abs=1e-4), name
 
 
+def test_a_component_weighted_zero_is_left_out_and_changes_nothing(ranker: Ranker) -> None:
+    """ml-100k's fitted blend weighs Markov 0: its nodes (a fifth of the graph's time) are not exported."""
+    without_markov = Ranker(ranker.markov, ranker.gru4rec, ranker.caser, {**ranker.weights, "markov": 0.0})
+    model = build_ranker_graph(without_markov)
+    assert "Equal" not in {node.op_type for node in model.graph.node}
+    assert not any(i.name.startswith("markov_") for i in model.graph.initializer)
+    rng = np.random.default_rng(11)
+    history = rng.integers(1, N_ITEMS, 9).astype(np.int32)
+    candidates = np.arange(1, N_ITEMS, dtype=np.int32)
+    scores = rng.random(len(candidates)).astype(np.float32)
+    got = run(ort.InferenceSession(model.SerializeToString()), [(history, 2, candidates, scores)])[0, : len(candidates)]
+    np.testing.assert_allclose(got, without_markov.score(history, 2, candidates, scores), rtol=2e-4, atol=2e-6)
+    full = Ranker(ranker.markov, ranker.gru4rec, ranker.caser, dict(without_markov.weights))
+    assert len(build_ranker_graph(full).graph.node) == len(model.graph.node)  # the weights decide, not the parts
+    assert len(build_ranker_graph(ranker).graph.node) > len(model.graph.node)
+
+
 def test_graph_is_plain_opset_onnx(ranker: Ranker) -> None:
     model = build_ranker_graph(ranker)
     assert model.ir_version == IR_VERSION and model.opset_import[0].version == OPSET
