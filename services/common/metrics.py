@@ -8,8 +8,6 @@ gateway also: the latency of each stage of a request and the degraded answers by
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -38,11 +36,25 @@ _service = "unknown"
 def set_service(name: str) -> None:
     global _service
     _service = name
+    _rpc_counts.clear()
+    _rpc_latencies.clear()
+
+
+# Labelled series looked up once each: labels() takes a lock and builds its key on every call.
+_rpc_counts: dict[tuple[str, str], Counter] = {}
+_rpc_latencies: dict[str, Histogram] = {}
+_stage_latencies: dict[str, Histogram] = {}
 
 
 def record_rpc(method: str, code: str, seconds: float) -> None:
-    RPC_REQUESTS.labels(_service, method, code).inc()
-    RPC_LATENCY.labels(_service, method).observe(seconds)
+    count = _rpc_counts.get((method, code))
+    if count is None:
+        count = _rpc_counts[method, code] = RPC_REQUESTS.labels(_service, method, code)
+    latency = _rpc_latencies.get(method)
+    if latency is None:
+        latency = _rpc_latencies[method] = RPC_LATENCY.labels(_service, method)
+    count.inc()
+    latency.observe(seconds)
 
 
 def serving_version(version: str) -> None:
@@ -54,13 +66,24 @@ def reload_outcome(outcome: str) -> None:
     RELOADS.labels(_service, outcome).inc()
 
 
-@contextmanager
-def stage_timer(stage: str) -> Iterator[None]:
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        STAGE_LATENCY.labels(stage).observe(time.perf_counter() - started)
+class StageTimer:
+    """`with StageTimer("ranking"):` times the block into the stage's latency histogram (a class: cheaper per request
+    than a generator-based context manager)."""
+
+    __slots__ = ("_latency", "_started")
+
+    def __init__(self, stage: str) -> None:
+        latency = _stage_latencies.get(stage)
+        if latency is None:
+            latency = _stage_latencies[stage] = STAGE_LATENCY.labels(stage)
+        self._latency = latency
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._latency.observe(time.perf_counter() - self._started)
 
 
 def degraded(stage: str) -> None:

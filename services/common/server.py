@@ -50,41 +50,48 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, ready: asyncio.Event) -> None:
         self._ready = ready
+        # Wrapped once per method, not per call: a method's handler never changes while the server runs.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
         method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
         if handler is None or method.startswith(_ALWAYS_OPEN):
             return handler
-        metadata = handler_call_details.invocation_metadata
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, metadata),
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method, metadata),
+        elif handler.unary_stream is not None:
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler  # client-streaming RPCs are not part of this contract
+        else:
+            return handler  # client-streaming RPCs are not part of this contract
+        self._wrapped[method] = wrapped
+        return wrapped
 
     async def _gate(self, context: grpc.aio.ServicerContext) -> None:
         if not self._ready.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "service is starting: models not loaded yet")
 
-    def _wrap_unary(self, behaviour: Callable[..., Any], method: str, metadata: Any) -> Callable[..., Any]:
+    def _wrap_unary(self, behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await self._gate(context)
             started, code = time.perf_counter(), "OK"
             try:
-                with tracing.incoming(metadata):
+                with tracing.incoming(context.invocation_metadata()):
                     return await behaviour(request, context)
             except DomainError as error:
                 code = error.code.name
@@ -103,13 +110,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapped
 
-    def _wrap_stream(self, behaviour: Callable[..., Any], method: str, metadata: Any) -> Callable[..., Any]:
+    def _wrap_stream(self, behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             await self._gate(context)
             started, code = time.perf_counter(), "OK"
             try:
                 # The whole stream runs in this call's task, so the context stays attached across the yields.
-                with tracing.incoming(metadata):
+                with tracing.incoming(context.invocation_metadata()):
                     async for response in behaviour(request, context):
                         yield response
             except DomainError as error:

@@ -106,12 +106,12 @@ class GatewayCore:
     ) -> Recommendation:
         self.validate_recommend(user_id, k, attributes, exclude)
         # Without the user's history nothing guarantees seen items stay out: no answer rather than a wrong one.
-        with metrics.stage_timer(Stage.FEATURES.value):
+        with metrics.StageTimer(Stage.FEATURES.value):
             context = await self.downstream.user_context(user_id, attributes, deadline)
         degraded: list[Stage] = []
         if not context.known_user and not context.history:
             try:
-                with metrics.stage_timer(Stage.SYNTHETIC.value):
+                with metrics.StageTimer(Stage.SYNTHETIC.value):
                     await self._generate_history(context, user_id, attributes, deadline)
             except DEGRADABLE as error:
                 log.warning("cold-user history degraded to popularity", extra={"error": str(error)})
@@ -121,7 +121,7 @@ class GatewayCore:
         # Candidates stay packed (ids, indices, scores) from the candidate stage to ranking: the gateway hands
         # them on without a message per item.
         try:
-            with metrics.stage_timer(Stage.CANDIDATES.value):
+            with metrics.StageTimer(Stage.CANDIDATES.value):
                 candidates = await self.downstream.candidates(context, n, list(exclude), deadline)
         except DEGRADABLE as error:
             log.warning("candidates degraded to popularity", extra={"error": str(error)})
@@ -131,7 +131,7 @@ class GatewayCore:
         ranked: list[Scored] = []
         if candidates.item_ids:
             try:
-                with metrics.stage_timer(Stage.RANKING.value):
+                with metrics.StageTimer(Stage.RANKING.value):
                     ranked = await self.downstream.rank(context, candidates, k, deadline)
             except DEGRADABLE as error:
                 log.warning("ranking degraded to candidate order", extra={"error": str(error)})
