@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pandas as pd
 import pytest
+from google.protobuf import field_mask_pb2
 
 from recsys.v1 import common_pb2, features_pb2, features_pb2_grpc
 from tests.suite import service_process
@@ -143,6 +144,52 @@ def test_item_encodings_match_the_offline_transform(trained, features) -> None: 
     assert_same_attributes(
         new.attributes, workflow.item_attributes.encode_rows([{"genres": "comedy|unknown-genre", "year": "2031"}]), 0
     )
+
+
+def test_a_read_mask_fills_only_the_fields_asked_for(trained, features) -> None:  # type: ignore[no-untyped-def]
+    version_dir, interactions, _, _ = trained
+    workflow = Workflow.load(version_dir / "workflow")
+    user = str(interactions["user_id"].iloc[0])
+    # A user with recorded events too: their seen items are merged and encoded per request.
+    features.RecordEvents(
+        features_pb2.FeatureRecordEventsRequest(
+            events=[
+                common_pb2.Event(user_id=user, item_id="not-in-the-catalogue", timestamp=2_000_000_000),
+                common_pb2.Event(user_id=user, item_id=str(interactions["item_id"].iloc[-1]), timestamp=2_000_000_001),
+            ]
+        ),
+        timeout=10,
+    )
+    for user_id in (user, str(interactions["user_id"].iloc[-1])):
+        full = features.GetUserContext(features_pb2.GetUserContextRequest(user_id=user_id), timeout=10)
+        paths = ["user_id", "history", "seen_item_ids", "seen_item_indices", "artifact_version"]
+        masked = features.GetUserContext(
+            features_pb2.GetUserContextRequest(user_id=user_id, read_mask=field_mask_pb2.FieldMask(paths=paths)),
+            timeout=10,
+        )
+        assert not masked.HasField("sequence") and not masked.HasField("encoded_attributes")
+        assert not masked.known_user and not masked.attributes  # not asked for
+        assert masked.user_id == user_id and masked.artifact_version == full.artifact_version
+        assert list(masked.history) == list(full.history) and len(full.history) > 0
+        # The history's indices are the sequence's real (unpadded) entries.
+        assert [h.item_index for h in full.history] == list(full.sequence.item_indices)[-full.sequence.length :]
+        assert list(masked.seen_item_ids) == list(full.seen_item_ids) == list(dict.fromkeys(full.seen_item_ids))
+        seen = np.frombuffer(masked.seen_item_indices, "<i4")
+        assert seen.tolist() == workflow.items.encode(list(full.seen_item_ids)).tolist()
+        assert masked.seen_item_indices == full.seen_item_indices
+    recorded = features.GetUserContext(features_pb2.GetUserContextRequest(user_id=user), timeout=10)
+    position = list(recorded.seen_item_ids).index("not-in-the-catalogue")
+    assert np.frombuffer(recorded.seen_item_indices, "<i4")[position] == 0  # out of the vocabulary
+
+    with pytest.raises(grpc.RpcError) as raised:
+        features.GetUserContext(
+            features_pb2.GetUserContextRequest(
+                user_id=user, read_mask=field_mask_pb2.FieldMask(paths=["history", "no_such_field"])
+            ),
+            timeout=10,
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "read_mask.paths[1]" in raised.value.details()  # type: ignore[attr-defined]
 
 
 def test_bad_requests_name_the_field(features) -> None:  # type: ignore[no-untyped-def]

@@ -375,6 +375,45 @@ def test_packed_candidates_rank_like_scored_items_whatever_version_packed_them(
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(refused.value) == ["candidates"]
 
 
+def test_seen_items_travel_as_indices_trusted_only_from_the_same_version(
+    suite: Served, history: pd.DataFrame, artifacts: Path
+) -> None:
+    user = str(history["user_id"].iloc[5])
+    with (
+        grpc.insecure_channel(_downstream_address(suite, "features")) as features_channel,
+        grpc.insecure_channel(_downstream_address(suite, "candidates")) as candidates_channel,
+    ):
+        context = features_pb2_grpc.FeatureServiceStub(features_channel).GetUserContext(
+            features_pb2.GetUserContextRequest(user_id=user), timeout=10
+        )
+        workflow = Workflow.load(artifacts / "current" / "workflow")
+        seen = np.frombuffer(context.seen_item_indices, WIRE_INDEX)
+        assert seen.tolist() == workflow.items.encode(list(context.seen_item_ids)).tolist()
+        assert len(seen) == len(set(context.seen_item_ids)) == len(history[history["user_id"].astype(str) == user])
+
+        get = candidates_pb2_grpc.CandidateServiceStub(candidates_channel).GetCandidates
+        expected = [
+            c.item_id for c in get(candidates_pb2.GetCandidatesRequest(context=context, n=50), timeout=10).items
+        ]
+        assert len(expected) == 50 and not set(expected) & set(context.seen_item_ids)
+        # Indices that cannot be trusted (another version's, cut short, out of the vocabulary, missing) are
+        # ignored: the seen ids are encoded instead, and the same items stay out.
+        for change in ("version", "short", "range", "missing"):
+            altered = common_pb2.UserContext()
+            altered.CopyFrom(context)
+            if change == "version":
+                altered.artifact_version = "another-version"
+                altered.seen_item_indices = np.full(len(seen), 3, WIRE_INDEX).tobytes()
+            elif change == "short":
+                altered.seen_item_indices = context.seen_item_indices[:-4]
+            elif change == "range":
+                altered.seen_item_indices = np.full(len(seen), workflow.items.size, WIRE_INDEX).tobytes()
+            else:
+                altered.ClearField("seen_item_indices")
+            reply = get(candidates_pb2.GetCandidatesRequest(context=altered, n=50), timeout=10)
+            assert [c.item_id for c in reply.items] == expected, change
+
+
 def test_sigterm_stops_every_process_and_cleans_up(artifacts: Path) -> None:
     runs_before = set(Path("/tmp").glob("recsys-run-*")) | set(Path("/tmp").glob("recsys-triton-*"))
     served = serve(artifacts)

@@ -131,10 +131,13 @@ class Workflow:
         )
         return frame.sort_values(["user_index", "timestamp"], kind="stable").reset_index(drop=True)
 
-    def encode_history(self, item_ids: Sequence[str], timestamps: Sequence[int]) -> EncodedSequences:
+    def encode_history(self, item_ids: Sequence[str], timestamps: Sequence[int] | np.ndarray) -> EncodedSequences:
         """One user's time-ordered history (oldest first) as model input: the online path."""
-        indices = self.items.encode(list(item_ids)) if len(item_ids) else np.zeros(0, dtype=np.int32)
-        return encode_sequence(indices, np.asarray(timestamps, dtype=np.int64), self.max_history)
+        # Only the kept items are encoded, and one timestamp before them: the oldest kept item's gap.
+        kept = list(item_ids[-self.max_history :])
+        indices = self.items.encode(kept) if kept else np.zeros(0, dtype=np.int32)
+        times = np.asarray(timestamps, dtype=np.int64)[-self.max_history - 1 :]
+        return encode_sequence(indices, times, self.max_history)
 
     def encode_histories(self, interactions: pd.DataFrame) -> tuple[np.ndarray, EncodedSequences]:
         """Every user's history as model input, by user id: the offline path.

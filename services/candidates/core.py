@@ -66,10 +66,9 @@ class CandidateCore:
         best = np.asarray(best, np.int64)
         return Candidates(self._item_ids[best - 1].tolist(), best, np.asarray(scores, np.float32), model)
 
-    def candidates(self, recent: np.ndarray, seen: Sequence[str], exclude: Sequence[str], n: int) -> Candidates:
-        """Top-n best first, never a seen or excluded item; with the name of the model that chose them."""
+    def candidates(self, recent: np.ndarray, seen_indices: np.ndarray, exclude: Sequence[str], n: int) -> Candidates:
+        """Top-n best first, never a seen (by index) or excluded item; with the name of the model that chose them."""
         self._check_n(n)
-        seen_indices = self.workflow.items.encode(list(seen)) if seen else np.zeros(0, np.int32)
         excluded = self.workflow.items.encode(list(exclude)) if exclude else None
         best, scores = self.scorer.top(recent[recent > 0], seen_indices, n, excluded)
         model = self.scorer.model.name if np.any(seen_indices > 0) else POPULARITY_NAME

@@ -7,7 +7,7 @@ import numpy as np
 
 from recsys.v1 import candidates_pb2, candidates_pb2_grpc, common_pb2
 from services.candidates.core import POPULARITY_NAME, Candidate, CandidateCore, Candidates
-from services.common.encoding import history_indices, pack_candidates
+from services.common.encoding import history_indices, pack_candidates, seen_indices
 from services.common.server import Registration
 from services.common.service import CoreSlot
 
@@ -40,9 +40,8 @@ class CandidateServicer(candidates_pb2_grpc.CandidateServiceServicer, CoreSlot[C
             likelihoods = np.fromiter((h.weight for h in request.context.history), np.float64, len(history))
             found = core.generated_candidates(history, likelihoods, list(request.exclude_item_ids), request.n)
         else:
-            found = core.candidates(
-                history, list(request.context.seen_item_ids), list(request.exclude_item_ids), request.n
-            )
+            seen = seen_indices(request.context, core.workflow, core.version)
+            found = core.candidates(history, seen, list(request.exclude_item_ids), request.n)
         if request.packed:
             return _packed_reply(found, core)
         return _reply(found.as_list(), found.model, core.version)

@@ -14,6 +14,15 @@ WIRE_INDEX = np.dtype("<i4")
 WIRE_SCORE = np.dtype("<f4")
 
 
+def seen_indices(context: common_pb2.UserContext, workflow: Workflow, version: str) -> np.ndarray:
+    """The seen items' indices in `workflow`'s vocabulary: as packed when `version` encoded them (and they are
+    well formed), else the ids encoded here."""
+    indices = _trusted(context.seen_item_indices, len(context.seen_item_ids), workflow)
+    if context.artifact_version == version and indices is not None:
+        return indices
+    return workflow.items.encode(list(context.seen_item_ids)) if context.seen_item_ids else np.zeros(0, np.int32)
+
+
 def history_indices(context: common_pb2.UserContext, workflow: Workflow, version: str) -> np.ndarray:
     """Oldest first. A context from another version (during a switch) is re-encoded from its item ids."""
     if context.artifact_version == version:
@@ -44,9 +53,16 @@ def packed_scores(packed: common_pb2.PackedCandidates) -> np.ndarray:
 def packed_indices(packed: common_pb2.PackedCandidates, workflow: Workflow, version: str) -> np.ndarray | None:
     """The indices in `workflow`'s vocabulary when `version` packed them and they are well formed; None when
     the ids must be encoded instead."""
-    if packed.artifact_version != version or len(packed.item_indices) != WIRE_INDEX.itemsize * len(packed.item_ids):
+    if packed.artifact_version != version:
         return None
-    indices = np.frombuffer(packed.item_indices, WIRE_INDEX)
+    return _trusted(packed.item_indices, len(packed.item_ids), workflow)
+
+
+def _trusted(packed: bytes, count: int, workflow: Workflow) -> np.ndarray | None:
+    """`count` packed indices, or None when the bytes are not that many indices of `workflow`'s vocabulary."""
+    if len(packed) != WIRE_INDEX.itemsize * count:
+        return None
+    indices = np.frombuffer(packed, WIRE_INDEX)
     if len(indices) and (indices.min() < 0 or indices.max() >= workflow.items.size):
         return None
     return indices

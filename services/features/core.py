@@ -25,6 +25,8 @@ MAX_ITEMS_PER_ENCODE = 1000
 class History:
     item_ids: np.ndarray  # object (str), oldest first
     timestamps: np.ndarray  # int64
+    seen_item_ids: list[str]  # each item once, in order of first interaction
+    seen_item_indices: np.ndarray  # int32, their indices in the workflow's vocabulary
 
 
 @dataclass
@@ -32,12 +34,15 @@ class UserContext:
     user_id: str
     known_user: bool
     item_ids: list[str]  # oldest first, at most max_history
+    item_indices: list[int]  # their indices in the workflow's vocabulary (0: out of it)
     timestamps: list[int]
     attributes: dict[str, str]
     seen_item_ids: list[str]
-    sequence: EncodedSequences  # one row
-    encoded_attributes: EncodedAttributes  # one row
+    seen_item_indices: np.ndarray  # int32, one per seen id (0: out of the vocabulary)
     artifact_version: str
+    # The model inputs, one row each; None when the caller did not ask for them.
+    sequence: EncodedSequences | None
+    encoded_attributes: EncodedAttributes | None
 
 
 @dataclass
@@ -47,15 +52,27 @@ class EncodedItem:
     attributes: EncodedAttributes  # one row
 
 
-def load_histories(path: Path) -> dict[str, History]:
+_NO_HISTORY = History(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), [], np.zeros(0, dtype=np.int32))
+
+
+def load_histories(path: Path, workflow: Workflow) -> dict[str, History]:
+    """Every user's training history, with the seen items deduplicated and encoded once, here: a request of a
+    user without recorded events then encodes only the few items its sequence keeps."""
     frame = pd.read_parquet(path)
     users = frame["user_id"].astype(str).to_numpy()
     items = frame["item_id"].astype(str).to_numpy(dtype=object)
     timestamps = frame["timestamp"].to_numpy(np.int64)
+    indices = workflow.items.encode(items)
     bounds = np.flatnonzero(users[1:] != users[:-1]) + 1
     starts = np.concatenate([[0], bounds]).astype(int)
     ends = np.concatenate([bounds, [len(users)]]).astype(int)
-    return {str(users[s]): History(items[s:e], timestamps[s:e]) for s, e in zip(starts, ends, strict=True)}
+    histories = {}
+    for start, end in zip(starts, ends, strict=True):
+        first = np.sort(np.unique(items[start:end], return_index=True)[1]) + start
+        histories[str(users[start])] = History(
+            items[start:end], timestamps[start:end], items[first].tolist(), indices[first]
+        )
+    return histories
 
 
 def load_attributes(path: Path, key: str) -> dict[str, dict[str, str]]:
@@ -67,26 +84,26 @@ def load_attributes(path: Path, key: str) -> dict[str, dict[str, str]]:
 class FeatureCore:
     def __init__(self, version_dir: Path, version: str, store: EventStore, max_events: int) -> None:
         self.workflow = Workflow.load(version_dir / WORKFLOW_DIR)
-        self.histories = load_histories(version_dir / HISTORIES_FILE)
+        self.histories = load_histories(version_dir / HISTORIES_FILE, self.workflow)
         self.user_attributes = load_attributes(version_dir / CATALOG_DIR / "users.parquet", "user_id")
         self.version = version
         self.store = store
         self.max_events = max_events
 
-    def merged_history(self, user_id: str, recorded: Sequence[tuple[str, int]]) -> tuple[list[str], list[int]]:
-        """Training history and recorded events, time-ordered (ties: training first, then arrival)."""
-        base = self.histories.get(user_id)
-        items = list(base.item_ids) if base is not None else []
-        times = [int(t) for t in base.timestamps] if base is not None else []
-        if recorded:
-            items += [item for item, _ in recorded]
-            times += [ts for _, ts in recorded]
-            order = np.argsort(np.asarray(times, dtype=np.int64), kind="stable")
-            items = [items[i] for i in order]
-            times = [times[i] for i in order]
-        return items, times
+    def merged_history(self, user_id: str, recorded: Sequence[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Training history and recorded events, time-ordered (ties: training first, then arrival):
+        item ids (object array) and timestamps (int64)."""
+        base = self.histories.get(user_id, _NO_HISTORY)
+        if not recorded:
+            return base.item_ids, base.timestamps
+        items = np.concatenate([base.item_ids, np.array([item for item, _ in recorded], dtype=object)])
+        times = np.concatenate([base.timestamps, np.array([ts for _, ts in recorded], dtype=np.int64)])
+        order = np.argsort(times, kind="stable")
+        return items[order], times[order]
 
-    async def user_context(self, user_id: str, attributes: Mapping[str, str]) -> UserContext:
+    async def user_context(self, user_id: str, attributes: Mapping[str, str], model_inputs: bool = True) -> UserContext:
+        """The user's context; the model inputs (sequence, encoded attributes) only when asked for, since the
+        request path's stages read the history's indices instead."""
         violations = Violations()
         check_id(violations, "user_id", user_id)
         check_attributes(violations, "attributes", attributes)
@@ -94,18 +111,34 @@ class FeatureCore:
 
         recorded = await self.store.events_for(user_id)
         items, times = self.merged_history(user_id, recorded)
+        if recorded:
+            seen_ids = list(dict.fromkeys(items.tolist()))
+            seen_indices = self.workflow.items.encode(seen_ids)
+        else:
+            base = self.histories.get(user_id, _NO_HISTORY)
+            seen_ids, seen_indices = base.seen_item_ids, base.seen_item_indices
         merged_attributes = {**self.user_attributes.get(user_id, {}), **attributes}
         keep = self.workflow.max_history
+        kept = items[-keep:].tolist()
+        sequence = self.workflow.encode_history(kept, times) if model_inputs else None
+        if sequence is not None:
+            indices = sequence.item_indices[0, keep - len(kept) :]
+        else:
+            indices = self.workflow.items.encode(kept) if kept else np.zeros(0, np.int32)
         return UserContext(
             user_id=user_id,
             known_user=user_id in self.histories or bool(recorded),
-            item_ids=items[-keep:],
-            timestamps=times[-keep:],
+            item_ids=kept,
+            item_indices=indices.tolist(),
+            timestamps=times[-keep:].tolist(),
             attributes=merged_attributes,
-            seen_item_ids=list(dict.fromkeys(items)),
-            sequence=self.workflow.encode_history(items, times),
-            encoded_attributes=self.workflow.user_attributes.encode_rows([merged_attributes]),
+            seen_item_ids=seen_ids,
+            seen_item_indices=seen_indices,
             artifact_version=self.version,
+            sequence=sequence,
+            encoded_attributes=(
+                self.workflow.user_attributes.encode_rows([merged_attributes]) if model_inputs else None
+            ),
         )
 
     async def record(self, events: Sequence[EventInput]) -> tuple[int, int]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf import field_mask_pb2
 
 from recsys.v1 import common_pb2, features_pb2, features_pb2_grpc
+from services.common.encoding import WIRE_INDEX
+from services.common.errors import Violations
 from services.common.server import Registration
 from services.common.service import CoreSlot
 from services.common.validation import EventInput
@@ -35,22 +39,43 @@ def sequence_to_proto(sequence: EncodedSequences) -> common_pb2.EncodedSequence:
     )
 
 
-def context_to_proto(context: UserContext) -> common_pb2.UserContext:
-    length = int(context.sequence.lengths[0])
-    indices = context.sequence.item_indices[0, len(context.sequence.item_indices[0]) - length :].tolist()
-    return common_pb2.UserContext(
-        user_id=context.user_id,
-        known_user=context.known_user,
-        history=[
+CONTEXT_FIELDS = frozenset(common_pb2.UserContext.DESCRIPTOR.fields_by_name)
+MODEL_INPUTS = frozenset({"sequence", "encoded_attributes"})
+
+
+def requested_fields(read_mask: field_mask_pb2.FieldMask) -> frozenset[str]:
+    """The UserContext fields a read mask asks for (top-level names; empty mask: all)."""
+    if not read_mask.paths:
+        return CONTEXT_FIELDS
+    violations = Violations()
+    for i, path in enumerate(read_mask.paths):
+        violations.check(path in CONTEXT_FIELDS, f"read_mask.paths[{i}]", f"not a UserContext field: {path!r}")
+    violations.raise_if_any()
+    return frozenset(read_mask.paths)
+
+
+def context_to_proto(context: UserContext, fields: frozenset[str] = CONTEXT_FIELDS) -> common_pb2.UserContext:
+    """The context with just the requested fields set."""
+    values: dict[str, Any] = {
+        "user_id": context.user_id,
+        "known_user": context.known_user,
+        "attributes": context.attributes,
+        "artifact_version": context.artifact_version,
+    }
+    if "history" in fields:
+        values["history"] = [
             common_pb2.HistoryEntry(item_id=item, timestamp=ts, item_index=index)
-            for item, ts, index in zip(context.item_ids, context.timestamps, indices, strict=True)
-        ],
-        attributes=context.attributes,
-        artifact_version=context.artifact_version,
-        seen_item_ids=context.seen_item_ids,
-        sequence=sequence_to_proto(context.sequence),
-        encoded_attributes=attributes_to_proto(context.encoded_attributes),
-    )
+            for item, ts, index in zip(context.item_ids, context.timestamps, context.item_indices, strict=True)
+        ]
+    if "seen_item_ids" in fields:
+        values["seen_item_ids"] = context.seen_item_ids
+    if "seen_item_indices" in fields:
+        values["seen_item_indices"] = np.asarray(context.seen_item_indices, WIRE_INDEX).tobytes()
+    if "sequence" in fields and context.sequence is not None:
+        values["sequence"] = sequence_to_proto(context.sequence)
+    if "encoded_attributes" in fields and context.encoded_attributes is not None:
+        values["encoded_attributes"] = attributes_to_proto(context.encoded_attributes)
+    return common_pb2.UserContext(**{name: value for name, value in values.items() if name in fields})
 
 
 def events_from_proto(events: Sequence[common_pb2.Event]) -> list[EventInput]:
@@ -61,8 +86,11 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer, CoreSlot[Feature
     async def GetUserContext(
         self, request: features_pb2.GetUserContextRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.UserContext:
-        user = await self.ready_core.user_context(request.user_id, dict(request.attributes))
-        return context_to_proto(user)
+        fields = requested_fields(request.read_mask)
+        user = await self.ready_core.user_context(
+            request.user_id, dict(request.attributes), model_inputs=not MODEL_INPUTS.isdisjoint(fields)
+        )
+        return context_to_proto(user, fields)
 
     async def RecordEvents(
         self, request: features_pb2.FeatureRecordEventsRequest, context: grpc.aio.ServicerContext

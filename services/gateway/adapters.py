@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from recsys.v1 import (
     candidates_pb2,
@@ -45,6 +46,13 @@ class StageBudgets:
     candidates: float
     ranking: float
     synthetic: float
+
+
+# What a Recommend reads of the user's context: the model inputs are the history's indices, not the encoded
+# sequence and attributes, which the features service then does not compute.
+_RECOMMEND_READS = field_mask_pb2.FieldMask(
+    paths=["user_id", "known_user", "history", "seen_item_ids", "seen_item_indices", "artifact_version"]
+)
 
 
 def _scored(items: Sequence[common_pb2.ScoredItem]) -> list[Scored]:
@@ -103,7 +111,7 @@ class Downstream:
     async def user_context(
         self, user_id: str, attributes: Mapping[str, str], deadline: Deadline
     ) -> common_pb2.UserContext:
-        request = features_pb2.GetUserContextRequest(user_id=user_id, attributes=attributes)
+        request = features_pb2.GetUserContextRequest(user_id=user_id, attributes=attributes, read_mask=_RECOMMEND_READS)
         context: common_pb2.UserContext = await self._call(
             "features", self._features.GetUserContext, request, deadline.timeout(self.budgets.features)
         )
@@ -123,7 +131,15 @@ class Downstream:
     async def rank(
         self, context: common_pb2.UserContext, candidates: common_pb2.PackedCandidates, k: int, deadline: Deadline
     ) -> list[Scored]:
-        request = ranking_pb2.RankRequest(context=context, packed_candidates=candidates, k=k)
+        # Ranking reads the user and the history only; the seen ids stay behind (the candidate stage left them out).
+        ranking_context = common_pb2.UserContext(
+            user_id=context.user_id,
+            known_user=context.known_user,
+            history=context.history,
+            artifact_version=context.artifact_version,
+            generated_history=context.generated_history,
+        )
+        request = ranking_pb2.RankRequest(context=ranking_context, packed_candidates=candidates, k=k)
         reply = await self._call("ranking", self._ranking.Rank, request, deadline.timeout(self.budgets.ranking))
         return _scored(reply.items)
 

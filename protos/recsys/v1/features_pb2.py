@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from recsys.v1 import common_pb2 as recsys_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18recsys/v1/features.proto\x12\trecsys.v1\x1a\x16recsys/v1/common.proto\"4\n\x12\x45ncodeItemsRequest\x12\x1e\n\x05items\x18\x01 \x03(\x0b\x32\x0f.recsys.v1.Item\"d\n\x0b\x45ncodedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x12\n\nitem_index\x18\x02 \x01(\x05\x12\x30\n\nattributes\x18\x03 \x01(\x0b\x32\x1c.recsys.v1.EncodedAttributes\"<\n\x13\x45ncodeItemsResponse\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.recsys.v1.EncodedItem\"\xa1\x01\n\x15GetUserContextRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x44\n\nattributes\x18\x02 \x03(\x0b\x32\x30.recsys.v1.GetUserContextRequest.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\x1a\x46\x65\x61tureRecordEventsRequest\x12 \n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.recsys.v1.Event\"C\n\x1b\x46\x65\x61tureRecordEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x32\x89\x02\n\x0e\x46\x65\x61tureService\x12J\n\x0eGetUserContext\x12 .recsys.v1.GetUserContextRequest\x1a\x16.recsys.v1.UserContext\x12]\n\x0cRecordEvents\x12%.recsys.v1.FeatureRecordEventsRequest\x1a&.recsys.v1.FeatureRecordEventsResponse\x12L\n\x0b\x45ncodeItems\x12\x1d.recsys.v1.EncodeItemsRequest\x1a\x1e.recsys.v1.EncodeItemsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18recsys/v1/features.proto\x12\trecsys.v1\x1a google/protobuf/field_mask.proto\x1a\x16recsys/v1/common.proto\"4\n\x12\x45ncodeItemsRequest\x12\x1e\n\x05items\x18\x01 \x03(\x0b\x32\x0f.recsys.v1.Item\"d\n\x0b\x45ncodedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x12\n\nitem_index\x18\x02 \x01(\x05\x12\x30\n\nattributes\x18\x03 \x01(\x0b\x32\x1c.recsys.v1.EncodedAttributes\"<\n\x13\x45ncodeItemsResponse\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.recsys.v1.EncodedItem\"\xd0\x01\n\x15GetUserContextRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x44\n\nattributes\x18\x02 \x03(\x0b\x32\x30.recsys.v1.GetUserContextRequest.AttributesEntry\x12-\n\tread_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\x1a\x46\x65\x61tureRecordEventsRequest\x12 \n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.recsys.v1.Event\"C\n\x1b\x46\x65\x61tureRecordEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x32\x89\x02\n\x0e\x46\x65\x61tureService\x12J\n\x0eGetUserContext\x12 .recsys.v1.GetUserContextRequest\x1a\x16.recsys.v1.UserContext\x12]\n\x0cRecordEvents\x12%.recsys.v1.FeatureRecordEventsRequest\x1a&.recsys.v1.FeatureRecordEventsResponse\x12L\n\x0b\x45ncodeItems\x12\x1d.recsys.v1.EncodeItemsRequest\x1a\x1e.recsys.v1.EncodeItemsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,20 +35,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETUSERCONTEXTREQUEST_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_GETUSERCONTEXTREQUEST_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_ENCODEITEMSREQUEST']._serialized_start=63
-  _globals['_ENCODEITEMSREQUEST']._serialized_end=115
-  _globals['_ENCODEDITEM']._serialized_start=117
-  _globals['_ENCODEDITEM']._serialized_end=217
-  _globals['_ENCODEITEMSRESPONSE']._serialized_start=219
-  _globals['_ENCODEITEMSRESPONSE']._serialized_end=279
-  _globals['_GETUSERCONTEXTREQUEST']._serialized_start=282
-  _globals['_GETUSERCONTEXTREQUEST']._serialized_end=443
-  _globals['_GETUSERCONTEXTREQUEST_ATTRIBUTESENTRY']._serialized_start=394
-  _globals['_GETUSERCONTEXTREQUEST_ATTRIBUTESENTRY']._serialized_end=443
-  _globals['_FEATURERECORDEVENTSREQUEST']._serialized_start=445
-  _globals['_FEATURERECORDEVENTSREQUEST']._serialized_end=507
-  _globals['_FEATURERECORDEVENTSRESPONSE']._serialized_start=509
-  _globals['_FEATURERECORDEVENTSRESPONSE']._serialized_end=576
-  _globals['_FEATURESERVICE']._serialized_start=579
-  _globals['_FEATURESERVICE']._serialized_end=844
+  _globals['_ENCODEITEMSREQUEST']._serialized_start=97
+  _globals['_ENCODEITEMSREQUEST']._serialized_end=149
+  _globals['_ENCODEDITEM']._serialized_start=151
+  _globals['_ENCODEDITEM']._serialized_end=251
+  _globals['_ENCODEITEMSRESPONSE']._serialized_start=253
+  _globals['_ENCODEITEMSRESPONSE']._serialized_end=313
+  _globals['_GETUSERCONTEXTREQUEST']._serialized_start=316
+  _globals['_GETUSERCONTEXTREQUEST']._serialized_end=524
+  _globals['_GETUSERCONTEXTREQUEST_ATTRIBUTESENTRY']._serialized_start=475
+  _globals['_GETUSERCONTEXTREQUEST_ATTRIBUTESENTRY']._serialized_end=524
+  _globals['_FEATURERECORDEVENTSREQUEST']._serialized_start=526
+  _globals['_FEATURERECORDEVENTSREQUEST']._serialized_end=588
+  _globals['_FEATURERECORDEVENTSRESPONSE']._serialized_start=590
+  _globals['_FEATURERECORDEVENTSRESPONSE']._serialized_end=657
+  _globals['_FEATURESERVICE']._serialized_start=660
+  _globals['_FEATURESERVICE']._serialized_end=925
 # @@protoc_insertion_point(module_scope)
