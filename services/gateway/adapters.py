@@ -131,15 +131,12 @@ class Downstream:
     async def rank(
         self, context: common_pb2.UserContext, candidates: common_pb2.PackedCandidates, k: int, deadline: Deadline
     ) -> list[Scored]:
-        # Ranking reads the user and the history only; the seen ids stay behind (the candidate stage left them out).
-        ranking_context = common_pb2.UserContext(
-            user_id=context.user_id,
-            known_user=context.known_user,
-            history=context.history,
-            artifact_version=context.artifact_version,
-            generated_history=context.generated_history,
-        )
-        request = ranking_pb2.RankRequest(context=ranking_context, packed_candidates=candidates, k=k)
+        request = ranking_pb2.RankRequest(packed_candidates=candidates, k=k)
+        # Ranking reads the user and the history only; the seen items stay behind (the candidate stage left
+        # them out). A copy then two cleared fields costs a third of building the context field by field.
+        request.context.CopyFrom(context)
+        request.context.ClearField("seen_item_ids")
+        request.context.ClearField("seen_item_indices")
         reply = await self._call("ranking", self._ranking.Rank, request, deadline.timeout(self.budgets.ranking))
         return _scored(reply.items)
 
