@@ -63,14 +63,16 @@ def load_histories(path: Path, workflow: Workflow) -> dict[str, History]:
     items = frame["item_id"].astype(str).to_numpy(dtype=object)
     timestamps = frame["timestamp"].to_numpy(np.int64)
     indices = workflow.items.encode(items)
+    # A user's first interaction with each item, in one pass over all rows.
+    first = ~pd.DataFrame({"user": users, "item": items}).duplicated().to_numpy()
     bounds = np.flatnonzero(users[1:] != users[:-1]) + 1
     starts = np.concatenate([[0], bounds]).astype(int)
     ends = np.concatenate([bounds, [len(users)]]).astype(int)
     histories = {}
     for start, end in zip(starts, ends, strict=True):
-        first = np.sort(np.unique(items[start:end], return_index=True)[1]) + start
+        keep = first[start:end]
         histories[str(users[start])] = History(
-            items[start:end], timestamps[start:end], items[first].tolist(), indices[first]
+            items[start:end], timestamps[start:end], items[start:end][keep].tolist(), indices[start:end][keep]
         )
     return histories
 
