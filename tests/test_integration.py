@@ -322,18 +322,23 @@ def _downstream_address(suite: Served, service: str) -> str:
     return next(e.split(b"=", 1)[1].decode() for e in environ if e.startswith(key))
 
 
+def _user_context(suite: Served, user: str) -> common_pb2.UserContext:
+    """The user's context as the features service gives it (every field)."""
+    with grpc.insecure_channel(_downstream_address(suite, "features")) as channel:
+        context: common_pb2.UserContext = features_pb2_grpc.FeatureServiceStub(channel).GetUserContext(
+            features_pb2.GetUserContextRequest(user_id=user), timeout=10
+        )
+    return context
+
+
 def test_packed_candidates_rank_like_scored_items_whatever_version_packed_them(
     suite: Served, history: pd.DataFrame, artifacts: Path
 ) -> None:
-    user = str(history["user_id"].iloc[11])
+    context = _user_context(suite, str(history["user_id"].iloc[11]))
     with (
-        grpc.insecure_channel(_downstream_address(suite, "features")) as features_channel,
         grpc.insecure_channel(_downstream_address(suite, "candidates")) as candidates_channel,
         grpc.insecure_channel(_downstream_address(suite, "ranking")) as ranking_channel,
     ):
-        context = features_pb2_grpc.FeatureServiceStub(features_channel).GetUserContext(
-            features_pb2.GetUserContextRequest(user_id=user), timeout=10
-        )
         candidates = candidates_pb2_grpc.CandidateServiceStub(candidates_channel)
         request = candidates_pb2.GetCandidatesRequest(context=context, n=50)
         scored = candidates.GetCandidates(request, timeout=10)
@@ -379,13 +384,8 @@ def test_seen_items_travel_as_indices_trusted_only_from_the_same_version(
     suite: Served, history: pd.DataFrame, artifacts: Path
 ) -> None:
     user = str(history["user_id"].iloc[5])
-    with (
-        grpc.insecure_channel(_downstream_address(suite, "features")) as features_channel,
-        grpc.insecure_channel(_downstream_address(suite, "candidates")) as candidates_channel,
-    ):
-        context = features_pb2_grpc.FeatureServiceStub(features_channel).GetUserContext(
-            features_pb2.GetUserContextRequest(user_id=user), timeout=10
-        )
+    context = _user_context(suite, user)
+    with grpc.insecure_channel(_downstream_address(suite, "candidates")) as candidates_channel:
         workflow = Workflow.load(artifacts / "current" / "workflow")
         seen = np.frombuffer(context.seen_item_indices, WIRE_INDEX)
         assert seen.tolist() == workflow.items.encode(list(context.seen_item_ids)).tolist()
