@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,13 +46,19 @@ MODEL_INPUTS = frozenset({"sequence", "encoded_attributes"})
 
 def requested_fields(read_mask: field_mask_pb2.FieldMask) -> frozenset[str]:
     """The UserContext fields a read mask asks for (top-level names; empty mask: all)."""
-    if not read_mask.paths:
+    return _fields_of(tuple(read_mask.paths))
+
+
+# A caller sends the same mask with every request: checked and turned into a set once.
+@functools.lru_cache(maxsize=64)
+def _fields_of(paths: tuple[str, ...]) -> frozenset[str]:
+    if not paths:
         return CONTEXT_FIELDS
     violations = Violations()
-    for i, path in enumerate(read_mask.paths):
+    for i, path in enumerate(paths):
         violations.check(path in CONTEXT_FIELDS, f"read_mask.paths[{i}]", f"not a UserContext field: {path!r}")
     violations.raise_if_any()
-    return frozenset(read_mask.paths)
+    return frozenset(paths)
 
 
 def context_to_proto(context: UserContext, fields: frozenset[str] = CONTEXT_FIELDS) -> common_pb2.UserContext:
