@@ -125,7 +125,7 @@ def test_graph_is_plain_opset_onnx(ranker: Ranker) -> None:
 
 
 def test_repository_holds_gpu_configurations(ranker: Ranker, tmp_path: Path) -> None:
-    version = write_ranker(tmp_path, ranker)
+    version = write_ranker(tmp_path, ranker, cpu_instances=1)
     model_dir = version.parent
     assert (version / "model.onnx").is_file() and (version / "model.py").is_file()
     for name, accelerator in GPU_CONFIGS.items():

@@ -116,6 +116,7 @@ def test_wrong_type(tmp_path: Path, text: str, match: str) -> None:
         ("[ranking]\nblend_grid = [0.5, 2.0]\n", "ranking.blend_grid"),
         ("[serving]\ncandidates = 0\n", "serving.candidates"),
         ("[serving]\ncandidates = 1001\n", "serving.candidates"),
+        ("[serving]\ntriton_cpu_instances = 0\n", "serving.triton_cpu_instances"),
         ("[data]\nmin_item_count = 0\n", "data.min_item_count"),
         ("[data]\nmin_user_count = 0\n", "data.min_user_count"),
     ],

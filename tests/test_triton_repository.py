@@ -28,7 +28,8 @@ def fitted_markov() -> Markov:
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("triton") / "repository"
-    write_ranker(root, Ranker(fitted_markov(), weights={"candidates": 0.4, "markov": 0.6}))
+    # Two instances: the tests below run against both, as `recsys serve` does with the default configuration.
+    write_ranker(root, Ranker(fitted_markov(), weights={"candidates": 0.4, "markov": 0.6}), cpu_instances=2)
     return root
 
 
@@ -40,7 +41,7 @@ def test_config_parses_back_with_the_shared_tensor_names(repository: Path) -> No
         name: dtype for name, (dtype, _) in contract.INPUTS.items()
     }
     assert [o.name for o in config.output] == [contract.SCORES]
-    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert [(g.kind, g.count) for g in config.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 2)]
     assert config.max_batch_size == contract.MAX_BATCH_SIZE
     assert all(i.allow_ragged_batch for i in config.input)
     assert config.dynamic_batching.max_queue_delay_microseconds == contract.MAX_QUEUE_DELAY_US

@@ -113,6 +113,7 @@ def _check_ranges(config: dict[str, Any]) -> None:
         (config["gru4rec"]["max_length"] >= 2, "gru4rec.max_length must be >= 2"),
         (all(0 <= w <= 1 for w in config["ranking"]["blend_grid"]), "ranking.blend_grid values in [0, 1]"),
         (1 <= config["serving"]["candidates"] <= 1000, "serving.candidates must be in 1..1000"),
+        (1 <= config["serving"]["triton_cpu_instances"] <= 64, "serving.triton_cpu_instances must be in 1..64"),
         (config["data"]["min_item_count"] >= 1, "data.min_item_count must be >= 1"),
         (config["gan"]["noise"] >= 1, "gan.noise must be >= 1"),
         (

@@ -368,7 +368,7 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         # The rankers trained during validation, with the Markov chain refitted on all data.
         ranker = validation.ranker or Ranker(models.markov)
         ranker.markov = models.markov
-        write_ranker(staging / REPOSITORY_DIR, ranker)
+        write_ranker(staging / REPOSITORY_DIR, ranker, config["serving"]["triton_cpu_instances"])
         if synthesis is not None:
             synthesis.save(staging / GAN_DIR)
             plot_gan_curves(synthesis.curves, staging / GAN_CURVES_PNG)

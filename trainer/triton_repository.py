@@ -110,11 +110,11 @@ def read_config(path: Path) -> mc.ModelConfig:
     return text_format.Parse(path.read_text(), mc.ModelConfig())
 
 
-def write_ranker(repository: Path, ranker: Ranker) -> Path:
-    """The ranker's configurations and its version directory: model.py with the weights it loads, and the
-    ONNX graph. Returns the version directory."""
+def write_ranker(repository: Path, ranker: Ranker, cpu_instances: int) -> Path:
+    """The ranker's configurations (`cpu_instances` instances on CPU) and its version directory: model.py
+    with the weights it loads, and the ONNX graph. Returns the version directory."""
     model_dir = repository / contract.RANKER_MODEL
-    write_config(ranker_config(), model_dir)
+    write_config(ranker_config(cpu_instances), model_dir)
     for name, accelerator in GPU_CONFIGS.items():
         write_config(gpu_ranker_config(accelerator), model_dir / CONFIGS_DIR, f"{name}.pbtxt")
     version = model_dir / MODEL_VERSION
