@@ -36,7 +36,8 @@ class Recorder:
         self.latencies: list[float] = []
         self.errors: dict[str, int] = {}
         self.degraded = 0
-        self.versions: list[str] = []  # the answers' model versions, each change once
+        self.versions: list[str] = []  # the answers' model versions in the order they came, each change once
+        self.started: list[tuple[float, str]] = []  # (when sent, model version) of every answer
 
     def summary(self, seconds: float) -> dict[str, float | int | dict[str, int]]:
         ms = np.asarray(self.latencies) * 1000 if self.latencies else np.zeros(1)
@@ -50,7 +51,19 @@ class Recorder:
             "error_codes": self.errors,
             "degraded": self.degraded,
             "versions": self.versions,
+            "versions_by_start": self.versions_by_start(),
         }
+
+    def versions_by_start(self) -> list[tuple[str, float]]:
+        """Each version once per stretch, with when (s after the first call) its first request was sent: the
+        order requests met the versions in. In the order answers came back, requests still in flight at a
+        switch (which finish on the version they started with) interleave with the first ones after it."""
+        runs: list[tuple[str, float]] = []
+        first = min((t for t, _ in self.started), default=0.0)
+        for started, version in sorted(self.started):
+            if not runs or runs[-1][0] != version:
+                runs.append((version, round(started - first, 3)))
+        return runs
 
 
 async def call(stub: gateway_pb2_grpc.GatewayStub, user: str, recorder: Recorder, timeout: float) -> None:
@@ -65,6 +78,7 @@ async def call(stub: gateway_pb2_grpc.GatewayStub, user: str, recorder: Recorder
         return
     recorder.latencies.append(time.perf_counter() - started)
     recorder.degraded += bool(reply.degraded_stages)
+    recorder.started.append((started, reply.model_version))
     if not recorder.versions or recorder.versions[-1] != reply.model_version:
         recorder.versions.append(reply.model_version)
 
@@ -161,7 +175,10 @@ def main() -> None:
         print(row(f"one-hop no-model server, closed {args.concurrency}", results["ceiling_closed"]))
     print(row(f"suite, closed {args.concurrency}", results["suite_closed"]))
     if args.during:
-        print(f"  answers came from versions, in order: {' -> '.join(results['suite_closed']['versions'])}")
+        sent = " -> ".join(f"{v} (from {t:.1f} s)" for v, t in results["suite_closed"]["versions_by_start"])
+        print(f"  requests met the versions, in the order sent: {sent}")
+        came_back = " -> ".join(results["suite_closed"]["versions"])
+        print(f"  answers came from versions, in the order they came back: {came_back}")
     if "suite_open" in results:
         print(row(f"suite, open {args.rate:.0f} req/s", results["suite_open"]))
         ratio = results["suite_closed"]["rps"] / results["ceiling_closed"]["rps"]
