@@ -36,8 +36,7 @@ class Recorder:
         self.latencies: list[float] = []
         self.errors: dict[str, int] = {}
         self.degraded = 0
-        self.versions: list[str] = []  # the answers' model versions in the order they came, each change once
-        self.started: list[tuple[float, str]] = []  # (when sent, model version) of every answer
+        self.answers: list[tuple[float, str]] = []  # (when sent, model version), in the order answers came
 
     def summary(self, seconds: float) -> dict[str, float | int | dict[str, int]]:
         ms = np.asarray(self.latencies) * 1000 if self.latencies else np.zeros(1)
@@ -50,20 +49,22 @@ class Recorder:
             "errors": sum(self.errors.values()),
             "error_codes": self.errors,
             "degraded": self.degraded,
-            "versions": self.versions,
-            "versions_by_start": self.versions_by_start(),
+            "versions": [version for version, _ in _stretches(self.answers)],
+            "versions_by_start": _stretches(sorted(self.answers)),
         }
 
-    def versions_by_start(self) -> list[tuple[str, float]]:
-        """Each version once per stretch, with when (s after the first call) its first request was sent: the
-        order requests met the versions in. In the order answers came back, requests still in flight at a
-        switch (which finish on the version they started with) interleave with the first ones after it."""
-        runs: list[tuple[str, float]] = []
-        first = min((t for t, _ in self.started), default=0.0)
-        for started, version in sorted(self.started):
-            if not runs or runs[-1][0] != version:
-                runs.append((version, round(started - first, 3)))
-        return runs
+
+def _stretches(answers: list[tuple[float, str]]) -> list[tuple[str, float]]:
+    """Each version once per stretch of consecutive answers, with when (s after the first call) the stretch's
+    first request was sent. Sorted by when sent, that is the order requests met the versions in; in the order
+    answers came back, requests still in flight at a switch (which finish on the version they started with)
+    interleave with the first ones after it."""
+    first = min((sent for sent, _ in answers), default=0.0)
+    runs: list[tuple[str, float]] = []
+    for sent, version in answers:
+        if not runs or runs[-1][0] != version:
+            runs.append((version, round(sent - first, 3)))
+    return runs
 
 
 async def call(stub: gateway_pb2_grpc.GatewayStub, user: str, recorder: Recorder, timeout: float) -> None:
@@ -78,9 +79,7 @@ async def call(stub: gateway_pb2_grpc.GatewayStub, user: str, recorder: Recorder
         return
     recorder.latencies.append(time.perf_counter() - started)
     recorder.degraded += bool(reply.degraded_stages)
-    recorder.started.append((started, reply.model_version))
-    if not recorder.versions or recorder.versions[-1] != reply.model_version:
-        recorder.versions.append(reply.model_version)
+    recorder.answers.append((started, reply.model_version))
 
 
 async def closed_loop(

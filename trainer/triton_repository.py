@@ -43,7 +43,7 @@ WARMUP_HISTORY = 64
 WARMUP_CANDIDATES = 512
 
 
-def ranker_config(instances: int = 1) -> mc.ModelConfig:
+def ranker_config(instances: int) -> mc.ModelConfig:
     """Every input and output has a batch dimension of 1 per request ([1, n]). Requests carry candidate lists
     of different lengths, so the inputs allow ragged batches: the dynamic batcher hands concurrent requests
     to one execute() call without padding them to a common shape."""
