@@ -108,7 +108,7 @@ def main() -> None:
                     user, _, history, candidates, scores = cases[i]
                     feeds = {
                         contract.HISTORY: contract.pad_to_bucket(
-                            history.astype(np.int32), contract.HISTORY_BUCKET, front=True
+                            history.astype(np.int32), contract.HISTORY_BUCKET, front=True, limit=workflow.max_history
                         )[None, :],
                         contract.USER: workflow.users.encode([user]).astype(np.int32)[None, :],
                         contract.CANDIDATES: contract.pad_to_bucket(candidates, contract.CANDIDATE_BUCKET)[None, :],

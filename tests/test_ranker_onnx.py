@@ -148,3 +148,10 @@ def test_pad_to_bucket() -> None:
     assert contract.pad_to_bucket(np.array([5, 6]), 4).tolist() == [5, 6, 0, 0]
     assert len(contract.pad_to_bucket(np.array([], np.int32), 4)) == 4
     assert len(contract.pad_to_bucket(np.arange(4), 4)) == 4
+    # A limit caps the bucket for values no longer than it (a full history) and never cuts longer ones.
+    assert len(contract.pad_to_bucket(np.arange(1, 51), 16, front=True, limit=50)) == 50
+    assert contract.pad_to_bucket(np.arange(1, 51), 16, front=True, limit=50).tolist() == list(range(1, 51))
+    assert len(contract.pad_to_bucket(np.arange(1, 41), 16, front=True, limit=50)) == 48
+    assert len(contract.pad_to_bucket(np.arange(1, 4), 16, front=True, limit=50)) == 16
+    assert len(contract.pad_to_bucket(np.arange(1, 61), 16, front=True, limit=50)) == 60
+    assert len(contract.pad_to_bucket(np.arange(1, 4), 16, limit=2)) == 3

@@ -26,6 +26,8 @@ SCORES = "SCORES"
 # Every tensor travels with a leading batch dimension of 1: shape [1, n]. The ranking service pads HISTORY
 # and CANDIDATES (and CANDIDATE_SCORES) with zeros to the next multiple of these, so that requests share a
 # few shapes: GPU configurations batch only requests of equal shapes. Index 0 is padding to every model.
+# HISTORY pads no further than the workflow's max_history: a full 50-item history stays 50 wide, not 64, and
+# the GRU runs no steps over padding (on CPU, one user: 236 -> 204 us in onnxruntime).
 HISTORY_BUCKET = 16
 CANDIDATE_BUCKET = 32
 
@@ -49,9 +51,12 @@ def wire_type(triton_type: str) -> str:
     return triton_type.removeprefix("TYPE_")
 
 
-def pad_to_bucket(values: np.ndarray, bucket: int, front: bool = False) -> np.ndarray:
-    """Zeros added (in front, or behind) up to the next multiple of bucket; at least one bucket."""
+def pad_to_bucket(values: np.ndarray, bucket: int, front: bool = False, limit: int = 0) -> np.ndarray:
+    """Zeros added (in front, or behind) up to the next multiple of bucket; at least one bucket. A limit
+    (0: none) caps that size for values no longer than it; longer values are never cut."""
     size = max(bucket, -(-len(values) // bucket) * bucket)
+    if limit > 0:
+        size = min(size, max(limit, len(values)))
     padded = np.zeros(size, values.dtype)  # not np.pad: its generality costs more than the copy per request
     if front:
         padded[size - len(values) :] = values

@@ -121,13 +121,21 @@ class TritonModel:
         await self.ranker.unload(self.name)
 
     async def score(
-        self, history: np.ndarray, user: int, candidates: np.ndarray, candidate_scores: np.ndarray, timeout_s: float
+        self,
+        history: np.ndarray,
+        user: int,
+        candidates: np.ndarray,
+        candidate_scores: np.ndarray,
+        timeout_s: float,
+        max_history: int,
     ) -> np.ndarray:
         client = self.ranker.client
         # Padded to the contract's buckets (index 0, score 0): requests then share a few shapes, which GPU
         # configurations need to batch them. The models ignore the padding; its scores are dropped below.
         arrays = {
-            contract.HISTORY: contract.pad_to_bucket(history.astype(np.int32), contract.HISTORY_BUCKET, front=True),
+            contract.HISTORY: contract.pad_to_bucket(
+                history.astype(np.int32), contract.HISTORY_BUCKET, front=True, limit=max_history
+            ),
             contract.USER: np.array([user], dtype=np.int32),
             contract.CANDIDATES: contract.pad_to_bucket(candidates.astype(np.int32), contract.CANDIDATE_BUCKET),
             contract.CANDIDATE_SCORES: contract.pad_to_bucket(

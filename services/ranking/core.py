@@ -29,8 +29,16 @@ class Ranked:
 
 class RankerPort(Protocol):
     async def score(
-        self, history: np.ndarray, user: int, candidates: np.ndarray, candidate_scores: np.ndarray, timeout_s: float
-    ) -> np.ndarray: ...
+        self,
+        history: np.ndarray,
+        user: int,
+        candidates: np.ndarray,
+        candidate_scores: np.ndarray,
+        timeout_s: float,
+        max_history: int,
+    ) -> np.ndarray:
+        """One score per candidate; history (oldest first, unknown items left out) is at most max_history long
+        when it comes from this version's workflow."""
 
 
 def keep_place_of_unknown(scores: np.ndarray, unknown: np.ndarray, candidate_scores: np.ndarray) -> np.ndarray:
@@ -92,7 +100,12 @@ class RankingCore:
         (0 keeps them all)."""
         user = int(self.workflow.users.encode([user_id])[0])
         scores = await self.ranker.score(
-            history[history > 0], user, indices, np.asarray(candidate_scores, dtype=np.float32), timeout_s
+            history[history > 0],
+            user,
+            indices,
+            np.asarray(candidate_scores, dtype=np.float32),
+            timeout_s,
+            self.workflow.max_history,
         )
         scores = keep_place_of_unknown(scores, indices == 0, np.asarray(candidate_scores, dtype=np.float64))
         order = np.argsort(-scores, kind="stable")[: k or len(scores)]
