@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +23,14 @@ from recsys.v1 import (
     synthetic_pb2_grpc,
 )
 from services.common import tracing
-from services.common.breaker import CircuitBreaker
+from services.common.breaker import Attempt, CircuitBreaker
 from services.common.clients import Deadline, domain_error_from_rpc, open_channel, wait_until_serving
 from services.common.encoding import packed_scores
-from services.common.errors import DeadlineExceeded, Unavailable
+from services.common.errors import DeadlineExceeded, DomainError, Unavailable
 from services.common.validation import EventInput
 from services.gateway.core import Scored
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,53 @@ class BreakerSettings:
     open_s: float
 
 
+# A trial call still unreported this long after its own timeout is taken as lost.
+_TRIAL_GRACE_S = 1.0
+
+# Without these the gateway cannot answer a Recommend at all; the synthetic stage only serves cold users (who
+# degrade to popularity without it), RegisterItems and GenerateSynthetic.
+_REQUIRED_STAGES = ("features", "candidates", "ranking")
+
+
+@dataclass(frozen=True)
+class _Breakers:
+    """One per call path, not per service: reads and writes fail apart (a store that refuses writes may still
+    serve reads), so a failing write path must not open the circuit for the reads, nor the other way round."""
+
+    user_context: CircuitBreaker
+    record: CircuitBreaker
+    candidates: CircuitBreaker
+    ranking: CircuitBreaker
+    cold_history: CircuitBreaker
+    synthetic_items: CircuitBreaker  # RegisterItems and GenerateSynthetic
+
+    @classmethod
+    def of(cls, settings: BreakerSettings, budgets: StageBudgets) -> _Breakers:
+        def breaker(name: str, budget_s: float) -> CircuitBreaker:
+            return CircuitBreaker(name, settings.failures, settings.open_s, trial_expiry_s=budget_s + _TRIAL_GRACE_S)
+
+        return cls(
+            user_context=breaker("features (user context)", budgets.features),
+            record=breaker("features (record events)", budgets.features),
+            candidates=breaker("candidates", budgets.candidates),
+            ranking=breaker("ranking", budgets.ranking),
+            cold_history=breaker("synthetic (cold-user history)", budgets.synthetic),
+            synthetic_items=breaker("synthetic (items and synthetic data)", budgets.synthetic),
+        )
+
+
+def _judge(attempt: Attempt, error: DomainError, cut_by_caller: bool) -> None:
+    """A downstream error as the breaker's verdict on the stage."""
+    if isinstance(error, DeadlineExceeded):
+        if not cut_by_caller:
+            attempt.failed()  # the stage used its whole budget
+        # Otherwise the caller's own deadline ran out first, which says nothing about the stage: no verdict.
+    elif isinstance(error, Unavailable):
+        attempt.failed()
+    else:
+        attempt.succeeded()  # it answered; the request was what it refused
+
+
 class Downstream:
     def __init__(
         self, addresses: Addresses, budgets: StageBudgets, max_message_bytes: int, breakers: BreakerSettings
@@ -73,8 +123,9 @@ class Downstream:
         self.budgets = budgets
         self.max_message_bytes = max_message_bytes
         self._channels: dict[str, grpc.aio.Channel] = {}
-        # One per downstream: a stage that keeps failing is skipped at once instead of timing out per call.
-        self._breakers = {name: CircuitBreaker(name, breakers.failures, breakers.open_s) for name in vars(addresses)}
+        # A call path that keeps failing is skipped at once instead of timing out per call.
+        self._breakers = _Breakers.of(breakers, budgets)
+        self._synthetic_watch: asyncio.Task[None] | None = None
 
     def open(self) -> None:
         """Channels belong to the running event loop, so they are made inside it."""
@@ -87,25 +138,62 @@ class Downstream:
         self._synthetic = synthetic_pb2_grpc.SyntheticServiceStub(self._channels["synthetic"])
 
     async def wait_until_ready(self, timeout_s: float) -> None:
-        await asyncio.gather(*(wait_until_serving(channel, timeout_s) for channel in self._channels.values()))
+        """Wait for the stages a Recommend needs; the synthetic stage is used whenever it answers."""
+        synthetic = asyncio.create_task(wait_until_serving(self._channels["synthetic"], timeout_s))
+        try:
+            await asyncio.gather(*(wait_until_serving(self._channels[name], timeout_s) for name in _REQUIRED_STAGES))
+        except BaseException:
+            synthetic.cancel()
+            raise
+        if synthetic.done() and synthetic.exception() is None:
+            return
+        synthetic.cancel()
+        log.warning(
+            "started without the synthetic service: cold users get popularity answers flagged STAGE_SYNTHETIC,"
+            " RegisterItems and GenerateSynthetic answer UNAVAILABLE, until it serves",
+            extra={"address": self.addresses.synthetic},
+        )
+        self._synthetic_watch = asyncio.create_task(self._watch_synthetic(timeout_s))
+
+    async def _watch_synthetic(self, period_s: float) -> None:
+        """Only says when the synthetic service comes: calls go to it as soon as it answers, watched or not."""
+        while True:
+            try:
+                await wait_until_serving(self._channels["synthetic"], period_s)
+            except Unavailable:
+                log.warning("synthetic service still not serving", extra={"address": self.addresses.synthetic})
+                continue
+            log.info("synthetic service serving now: cold users, RegisterItems and GenerateSynthetic go to it")
+            return
 
     async def close(self) -> None:
+        if self._synthetic_watch is not None:
+            self._synthetic_watch.cancel()
+            await asyncio.gather(self._synthetic_watch, return_exceptions=True)
+            self._synthetic_watch = None
         await asyncio.gather(*(channel.close() for channel in self._channels.values()))
         self._channels = {}
 
-    async def _call(self, stage: str, method: Callable[..., Awaitable[Any]], request: Any, timeout: float) -> Any:
-        breaker = self._breakers[stage]
-        breaker.before_call()
-        try:
-            reply = await method(request, timeout=timeout, metadata=tracing.outgoing_metadata())
-        except grpc.aio.AioRpcError as error:
-            domain_error = domain_error_from_rpc(error, stage)
-            if isinstance(domain_error, (Unavailable, DeadlineExceeded)):
-                breaker.failed()
-            else:
-                breaker.succeeded()  # it answered; the request was what it refused
-            raise domain_error from None
-        breaker.succeeded()
+    async def _call(
+        self,
+        breaker: CircuitBreaker,
+        stage: str,
+        method: Callable[..., Awaitable[Any]],
+        request: Any,
+        budget_s: float,
+        deadline: Deadline,
+    ) -> Any:
+        timeout = deadline.timeout(budget_s)
+        cut_by_caller = timeout < budget_s
+        # Cancelled (the caller went away) or left by any error without a verdict, the attempt frees its slot.
+        with breaker.attempt() as attempt:
+            try:
+                reply = await method(request, timeout=timeout, metadata=tracing.outgoing_metadata())
+            except grpc.aio.AioRpcError as error:
+                domain_error = domain_error_from_rpc(error, stage)
+                _judge(attempt, domain_error, cut_by_caller)
+                raise domain_error from None
+            attempt.succeeded()
         return reply
 
     async def user_context(
@@ -113,7 +201,12 @@ class Downstream:
     ) -> common_pb2.UserContext:
         request = features_pb2.GetUserContextRequest(user_id=user_id, attributes=attributes, read_mask=_RECOMMEND_READS)
         context: common_pb2.UserContext = await self._call(
-            "features", self._features.GetUserContext, request, deadline.timeout(self.budgets.features)
+            self._breakers.user_context,
+            "features",
+            self._features.GetUserContext,
+            request,
+            self.budgets.features,
+            deadline,
         )
         return context
 
@@ -122,7 +215,12 @@ class Downstream:
     ) -> common_pb2.PackedCandidates:
         request = candidates_pb2.GetCandidatesRequest(context=context, n=n, exclude_item_ids=exclude, packed=True)
         reply = await self._call(
-            "candidates", self._candidates.GetCandidates, request, deadline.timeout(self.budgets.candidates)
+            self._breakers.candidates,
+            "candidates",
+            self._candidates.GetCandidates,
+            request,
+            self.budgets.candidates,
+            deadline,
         )
         if len(packed_scores(reply.packed)) != len(reply.packed.item_ids):
             raise Unavailable("the candidate stage answered without one score per candidate")
@@ -137,7 +235,9 @@ class Downstream:
         request.context.CopyFrom(context)
         request.context.ClearField("seen_item_ids")
         request.context.ClearField("seen_item_indices")
-        reply = await self._call("ranking", self._ranking.Rank, request, deadline.timeout(self.budgets.ranking))
+        reply = await self._call(
+            self._breakers.ranking, "ranking", self._ranking.Rank, request, self.budgets.ranking, deadline
+        )
         return _scored(reply.items)
 
     async def record(self, events: Sequence[EventInput], deadline: Deadline) -> tuple[int, int]:
@@ -150,7 +250,7 @@ class Downstream:
             ]
         )
         reply = await self._call(
-            "features", self._features.RecordEvents, request, deadline.timeout(self.budgets.features)
+            self._breakers.record, "features", self._features.RecordEvents, request, self.budgets.features, deadline
         )
         return int(reply.accepted), int(reply.duplicates)
 
@@ -159,7 +259,12 @@ class Downstream:
     ) -> tuple[list[common_pb2.HistoryEntry], str]:
         request = synthetic_pb2.GenerateHistoryRequest(user_id=user_id, attributes=attributes)
         reply = await self._call(
-            "synthetic", self._synthetic.GenerateHistory, request, deadline.timeout(self.budgets.synthetic)
+            self._breakers.cold_history,
+            "synthetic",
+            self._synthetic.GenerateHistory,
+            request,
+            self.budgets.synthetic,
+            deadline,
         )
         return list(reply.history), reply.model_version
 
@@ -167,7 +272,12 @@ class Downstream:
         self, request: synthetic_pb2.RegisterItemsRequest, deadline: Deadline
     ) -> synthetic_pb2.RegisterItemsResponse:
         reply: synthetic_pb2.RegisterItemsResponse = await self._call(
-            "synthetic", self._synthetic.RegisterItems, request, deadline.timeout(self.budgets.synthetic)
+            self._breakers.synthetic_items,
+            "synthetic",
+            self._synthetic.RegisterItems,
+            request,
+            self.budgets.synthetic,
+            deadline,
         )
         return reply
 
@@ -176,10 +286,16 @@ class Downstream:
     ) -> AsyncIterator[synthetic_pb2.GenerateSyntheticResponse]:
         # A stream may run long: it is bounded by the caller's deadline only, not a stage budget.
         timeout = None if deadline.expires_at is None else deadline.timeout(float("inf"))
-        try:
-            async for chunk in self._synthetic.GenerateSynthetic(
-                request, timeout=timeout, metadata=tracing.outgoing_metadata()
-            ):
-                yield chunk
-        except grpc.aio.AioRpcError as error:
-            raise domain_error_from_rpc(error, "synthetic") from None
+        # So a stream's DEADLINE_EXCEEDED is always the caller's: no verdict. A consumer that stops reading
+        # closes this generator, which leaves the attempt without a verdict too.
+        with self._breakers.synthetic_items.attempt() as attempt:
+            try:
+                async for chunk in self._synthetic.GenerateSynthetic(
+                    request, timeout=timeout, metadata=tracing.outgoing_metadata()
+                ):
+                    yield chunk
+            except grpc.aio.AioRpcError as error:
+                domain_error = domain_error_from_rpc(error, "synthetic")
+                _judge(attempt, domain_error, cut_by_caller=True)
+                raise domain_error from None
+            attempt.succeeded()
