@@ -5,6 +5,7 @@ The service runs as its own process and is called over gRPC, with each online-st
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,8 +155,10 @@ def test_a_read_mask_fills_only_the_fields_asked_for(trained, features) -> None:
     features.RecordEvents(
         features_pb2.FeatureRecordEventsRequest(
             events=[
-                common_pb2.Event(user_id=user, item_id="not-in-the-catalogue", timestamp=2_000_000_000),
-                common_pb2.Event(user_id=user, item_id=str(interactions["item_id"].iloc[-1]), timestamp=2_000_000_001),
+                common_pb2.Event(user_id=user, item_id="not-in-the-catalogue", timestamp=int(time.time()) + 3600),
+                common_pb2.Event(
+                    user_id=user, item_id=str(interactions["item_id"].iloc[-1]), timestamp=int(time.time()) + 3601
+                ),
             ]
         ),
         timeout=10,

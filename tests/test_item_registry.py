@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis.asyncio as redis_asyncio
 
+from services.common.errors import ResourceExhausted, Unavailable
 from services.common.item_registry import ItemRegistry, RedisItemRegistry, RegisteredItem, SQLiteItemRegistry
 
 
@@ -15,12 +17,12 @@ from services.common.item_registry import ItemRegistry, RedisItemRegistry, Regis
 async def make_registry(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator:  # type: ignore[type-arg]
     opened: list[ItemRegistry] = []
 
-    async def make() -> ItemRegistry:
+    async def make(max_items: int = 1000) -> ItemRegistry:
         registry: ItemRegistry
         if request.param == "sqlite":
-            registry = SQLiteItemRegistry(tmp_path / "registered.sqlite")
+            registry = SQLiteItemRegistry(tmp_path / "registered.sqlite", max_items)
         else:
-            registry = RedisItemRegistry(request.getfixturevalue("redis_url"), f"test-{request.node.name}")
+            registry = RedisItemRegistry(request.getfixturevalue("redis_url"), f"test-{request.node.name}", max_items)
         await registry.open()
         opened.append(registry)
         return registry
@@ -58,3 +60,33 @@ async def test_versions_are_separate_and_attributes_span_them(make_registry) -> 
     assert await registry.add("v2", [item("a", 5.0, "comedy")]) == 1
     (only,), _ = await registry.since("v2", 0)
     assert float(only.vector[0]) == 5.0
+
+
+async def test_a_full_registry_refuses_new_items_whole(make_registry) -> None:  # type: ignore[no-untyped-def]
+    registry = await make_registry(max_items=3)
+    assert await registry.add("v1", [item("a", 1.0), item("b", 2.0), item("a", 1.0)]) == 2
+    with pytest.raises(ResourceExhausted, match="at most 3 items, 2 are registered and this request would add 2"):
+        await registry.add("v1", [item("c", 3.0), item("d", 4.0)])
+    assert [i.item_id for i in (await registry.since("v1", 0))[0]] == ["a", "b"]  # nothing of it was stored
+    assert await registry.add("v1", [item("c", 3.0), item("a", 9.0)]) == 1
+    # Items already registered still go to a new version (a retrain's backfill); a new id does not fit.
+    assert await registry.add("v2", [item("a", 5.0), item("b", 5.0), item("c", 5.0)]) == 3
+    with pytest.raises(ResourceExhausted, match="registry is full"):
+        await registry.add("v2", [item("e", 1.0)])
+    assert sorted(await registry.attributes()) == ["a", "b", "c"]
+
+
+async def test_a_failed_redis_write_leaves_the_item_free_for_the_retry(redis_url: str) -> None:
+    registry = RedisItemRegistry(redis_url, "test-registry-failed-write")
+    await registry.open()
+    raw = redis_asyncio.Redis.from_url(redis_url)
+    try:
+        await raw.set("test-registry-failed-write:registered:v1", "not a list")
+        with pytest.raises(Unavailable, match="WRONGTYPE"):
+            await registry.add("v1", [item("a", 1.0)])
+        await raw.delete("test-registry-failed-write:registered:v1")
+        assert await registry.add("v1", [item("a", 1.0)]) == 1  # the retry registers it
+        assert [i.item_id for i in (await registry.since("v1", 0))[0]] == ["a"]
+    finally:
+        await raw.aclose()
+        await registry.close()

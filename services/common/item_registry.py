@@ -2,6 +2,9 @@
 vector the item generator made for them. The synthetic service writes; the candidate services follow
 what is new with a cursor, so an item is recommendable within a poll interval, on every replica, and
 again after a restart. In SQLite (the state directory) or Redis, like the recorded events.
+
+The registry holds at most `max_items` distinct item ids (whatever the versions they are registered under):
+a request that would take it past that is refused whole, RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ from typing import Protocol
 
 import numpy as np
 import redis.asyncio as redis_asyncio
+from redis.commands.core import AsyncScript
 
+from services.common.errors import ResourceExhausted
 from services.common.stores import SQLiteThread, StateSettings, open_redis, redis_failures
+
+DEFAULT_MAX_REGISTERED_ITEMS = 100_000
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ class ItemRegistry(Protocol):
 
     async def add(self, version: str, items: Sequence[RegisteredItem]) -> int:
         """Store items for a version; an item already registered for it is kept as it was. Returns how many
-        were new."""
+        were new; ResourceExhausted, with nothing stored, when the new ids would not fit."""
 
     async def since(self, version: str, cursor: int) -> tuple[list[RegisteredItem], int]:
         """The version's items registered after `cursor` (0: all), in order, and the next cursor."""
@@ -55,6 +62,13 @@ def _vector(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f4").copy()
 
 
+def _full(max_items: int, registered: int, new: int) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"the item registry is full: it holds at most {max_items} items, {registered} are registered and this "
+        f"request would add {new} new ones"
+    )
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS registered_items (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,12 +79,14 @@ CREATE TABLE IF NOT EXISTS registered_items (
     registered_at REAL NOT NULL,
     UNIQUE (version, item_id)
 );
+CREATE INDEX IF NOT EXISTS registered_items_by_item ON registered_items (item_id);
 """
 
 
 class SQLiteItemRegistry:
-    def __init__(self, path: Path) -> None:
-        self._sqlite = SQLiteThread(path, SCHEMA)
+    def __init__(self, path: Path, max_items: int = DEFAULT_MAX_REGISTERED_ITEMS) -> None:
+        self.max_items = max_items
+        self._sqlite = SQLiteThread(path, SCHEMA, synchronous="FULL")
 
     async def open(self) -> None:
         await self._sqlite.open()
@@ -78,11 +94,19 @@ class SQLiteItemRegistry:
     async def close(self) -> None:
         await self._sqlite.close()
 
-    @staticmethod
-    def _add(db: sqlite3.Connection, version: str, items: Sequence[RegisteredItem]) -> int:
+    def _add(self, db: sqlite3.Connection, version: str, items: Sequence[RegisteredItem]) -> int:
         now = time.time()
-        db.execute("BEGIN")
+        db.execute("BEGIN IMMEDIATE")  # the count and the inserts in one write transaction
         try:
+            ids = dict.fromkeys(item.item_id for item in items)
+            new = sum(
+                db.execute("SELECT 1 FROM registered_items WHERE item_id = ? LIMIT 1", (item_id,)).fetchone() is None
+                for item_id in ids
+            )
+            if new:
+                (registered,) = db.execute("SELECT COUNT(DISTINCT item_id) FROM registered_items").fetchone()
+                if registered + new > self.max_items:
+                    raise _full(self.max_items, registered, new)
             added = 0
             for item in items:
                 added += db.execute(
@@ -120,24 +144,53 @@ class SQLiteItemRegistry:
         return await self._sqlite.run(self._attributes)
 
 
-# Claim the id for the version and append its entry in one step (a script runs atomically): replicas never
-# double up, and a failure cannot leave an id claimed without its entry.
-_ADD_ONCE = """
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
-return 1
+# One request in one step (a script runs atomically), so replicas never double up and the capacity check
+# holds. Redis does not roll back a script that fails half-way, hence the order: every check first, then the
+# entries, the id claims last, so a failure never leaves an id claimed without its entry.
+# KEYS: the version's id set, its entry list, every item's attributes (hash). ARGV: the capacity, then per
+# item its id, entry (JSON) and attributes (JSON). Returns {added}, or {-1, registered, new} when full.
+_ADD = """
+local expected = {'set', 'list', 'hash'}
+for i, key in ipairs(KEYS) do
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= expected[i] then
+    return redis.error_reply('WRONGTYPE item registry key ' .. key .. ' holds a ' .. found)
+  end
+end
+local capacity = tonumber(ARGV[1])
+local fresh, seen, new = {}, {}, 0
+for i = 2, #ARGV, 3 do
+  local id = ARGV[i]
+  if not seen[id] and redis.call('SISMEMBER', KEYS[1], id) == 0 then
+    fresh[#fresh + 1] = i
+    if redis.call('HEXISTS', KEYS[3], id) == 0 then new = new + 1 end
+  end
+  seen[id] = true
+end
+local registered = redis.call('HLEN', KEYS[3])
+if new > 0 and registered + new > capacity then return {-1, registered, new} end
+for _, i in ipairs(fresh) do
+  redis.call('RPUSH', KEYS[2], ARGV[i + 1])
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2])
+end
+for _, i in ipairs(fresh) do redis.call('SADD', KEYS[1], ARGV[i]) end
+return {#fresh}
 """
 
 
 class RedisItemRegistry:
     """Per version an append-only list of JSON entries (its length is the cursor) and a set of the ids in
-    it; one hash of every registered item's attributes."""
+    it; one hash of every registered item's attributes (its size is what the capacity counts)."""
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(
+        self, url: str, prefix: str, max_items: int = DEFAULT_MAX_REGISTERED_ITEMS, ca_file: Path | None = None
+    ) -> None:
         self.url = url
         self.prefix = prefix
+        self.max_items = max_items
+        self.ca_file = ca_file
         self._client: redis_asyncio.Redis | None = None
+        self._add_script: AsyncScript | None = None
 
     def _redis(self) -> redis_asyncio.Redis:
         if self._client is None:
@@ -145,27 +198,32 @@ class RedisItemRegistry:
         return self._client
 
     async def open(self) -> None:
-        self._client = await open_redis(self.url)
+        self._client = await open_redis(self.url, self.ca_file)
+        self._add_script = self._client.register_script(_ADD)
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+            self._add_script = None
 
     async def add(self, version: str, items: Sequence[RegisteredItem]) -> int:
-        client = self._redis()
+        if self._add_script is None:
+            raise RuntimeError("item registry is not open")
         keys = [
             f"{self.prefix}:registered-ids:{version}",
             f"{self.prefix}:registered:{version}",
             f"{self.prefix}:registered-attributes",
         ]
-        added = 0
+        args: list[str | int] = [self.max_items]
+        for item in items:
+            entry = {"item_id": item.item_id, "attributes": item.attributes, "vector": item.vector.tolist()}
+            args += [item.item_id, json.dumps(entry), json.dumps(item.attributes)]
         with redis_failures("write"):
-            for item in items:
-                entry = {"item_id": item.item_id, "attributes": item.attributes, "vector": item.vector.tolist()}
-                args = [item.item_id, json.dumps(entry), json.dumps(item.attributes)]
-                added += int(await client.eval(_ADD_ONCE, len(keys), *keys, *args))
-        return added
+            result = await self._add_script(keys=keys, args=args)
+        if int(result[0]) < 0:
+            raise _full(self.max_items, int(result[1]), int(result[2]))
+        return int(result[0])
 
     async def since(self, version: str, cursor: int) -> tuple[list[RegisteredItem], int]:
         with redis_failures("read"):
@@ -182,8 +240,8 @@ class RedisItemRegistry:
         return {_text(key): json.loads(value) for key, value in raw.items()}
 
 
-def item_registry(state: StateSettings) -> ItemRegistry:
-    """The registry beside the recorded events."""
+def item_registry(state: StateSettings, max_items: int = DEFAULT_MAX_REGISTERED_ITEMS) -> ItemRegistry:
+    """The registry beside the recorded events (max_items: the capacity its writer enforces)."""
     if state.store == "redis":
-        return RedisItemRegistry(state.redis_url, state.redis_prefix)
-    return SQLiteItemRegistry(state.state_dir / "registered_items.sqlite")
+        return RedisItemRegistry(state.redis_url, state.redis_prefix, max_items, state.redis_ca)
+    return SQLiteItemRegistry(state.state_dir / "registered_items.sqlite", max_items)

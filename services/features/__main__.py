@@ -9,21 +9,50 @@ from services.common.server import run_main
 from services.common.service import ArtifactService
 from services.common.settings import EnvReader, ServerSettings
 from services.common.stores import StateSettings
-from services.features.adapters import EventStore, RedisEventStore, SQLiteEventStore
+from services.features.adapters import (
+    DEFAULT_EVENT_ID_RETENTION_S,
+    DEFAULT_EVENT_RETENTION_S,
+    DEFAULT_MAX_EVENT_IDS_PER_USER,
+    DEFAULT_MAX_EVENTS_PER_USER,
+    DEFAULT_READ_TIMEOUT_S,
+    EventStore,
+    RedisEventStore,
+    SQLiteEventStore,
+)
 from services.features.core import FeatureCore
 from services.features.servicer import FeatureServicer, registration
+
+DAY_S = 86_400
 
 
 def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
     max_events = env.integer("MAX_EVENTS_PER_REQUEST", 1000, 1, 1_000_000)
-    max_per_user = env.integer("MAX_EVENTS_PER_USER", 10_000, 1, 10_000_000)
-    retention_s = env.number("EVENT_ID_RETENTION_S", 30 * 86_400.0, 1.0, 10 * 365 * 86_400.0)
+    max_per_user = env.integer("MAX_EVENTS_PER_USER", DEFAULT_MAX_EVENTS_PER_USER, 1, 10_000_000)
+    id_retention_s = env.number("EVENT_ID_RETENTION_S", DEFAULT_EVENT_ID_RETENTION_S, 1.0, 10 * 365 * DAY_S)
+    retention_s = DAY_S * env.integer("EVENT_RETENTION_DAYS", round(DEFAULT_EVENT_RETENTION_S / DAY_S), 1, 10 * 365)
+    max_ids_per_user = env.integer("MAX_EVENT_IDS_PER_USER", DEFAULT_MAX_EVENT_IDS_PER_USER, 1, 10_000_000)
+    read_timeout_s = env.integer("EVENT_READ_TIMEOUT_MS", round(DEFAULT_READ_TIMEOUT_S * 1000), 1, 60_000) / 1000
     state = StateSettings.read(env, settings.artifacts)
     store: EventStore
     if state.store == "redis":
-        store = RedisEventStore(state.redis_url, state.redis_prefix, max_per_user, retention_s)
+        store = RedisEventStore(
+            state.redis_url,
+            state.redis_prefix,
+            max_per_user,
+            id_retention_s,
+            retention_s=retention_s,
+            max_event_ids_per_user=max_ids_per_user,
+            read_timeout_s=read_timeout_s,
+            ca_file=state.redis_ca,
+        )
     else:
-        store = SQLiteEventStore(state.state_dir / "events.sqlite", max_per_user, retention_s)
+        store = SQLiteEventStore(
+            state.state_dir / "events.sqlite",
+            max_per_user,
+            id_retention_s,
+            retention_s=retention_s,
+            max_event_ids_per_user=max_ids_per_user,
+        )
     servicer = FeatureServicer()
 
     async def build_core(artifacts: ArtifactVersion) -> FeatureCore:

@@ -3,6 +3,7 @@ the trainer's fitted workflow (the same code the trainer uses offline)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,13 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from services.common.errors import Violations
+from services.common.errors import Unavailable, Violations
 from services.common.validation import EventInput, check_attributes, check_id, validate_events
 from services.features.adapters import EventStore
 from trainer.attributes import EncodedAttributes
 from trainer.layout import CATALOG_DIR, HISTORIES_FILE, WORKFLOW_DIR
 from trainer.sequences import EncodedSequences
 from trainer.workflow import Workflow
+
+log = logging.getLogger(__name__)
 
 MAX_ITEMS_PER_ENCODE = 1000
 
@@ -43,6 +46,8 @@ class UserContext:
     # The model inputs, one row each; None when the caller did not ask for them.
     sequence: EncodedSequences | None
     encoded_attributes: EncodedAttributes | None
+    # The recorded events could not be read: the context holds the artefact's training history only.
+    online_state_missing: bool
 
 
 @dataclass
@@ -111,7 +116,13 @@ class FeatureCore:
         check_attributes(violations, "attributes", attributes)
         violations.raise_if_any()
 
-        recorded = await self.store.events_for(user_id)
+        try:
+            recorded = await self.store.events_for(user_id)
+            online_state_missing = False
+        except Unavailable as error:
+            # A recommendation from the training history beats none; the reply says what it lacks.
+            log.warning("recorded events unreadable: context from the artefact alone", extra={"error": error.message})
+            recorded, online_state_missing = [], True
         items, times = self.merged_history(user_id, recorded)
         if recorded:
             seen_ids = list(dict.fromkeys(items.tolist()))
@@ -141,6 +152,7 @@ class FeatureCore:
             encoded_attributes=(
                 self.workflow.user_attributes.encode_rows([merged_attributes]) if model_inputs else None
             ),
+            online_state_missing=online_state_missing,
         )
 
     async def record(self, events: Sequence[EventInput]) -> tuple[int, int]:

@@ -78,6 +78,8 @@ def context_to_proto(context: UserContext, fields: frozenset[str] = CONTEXT_FIEL
     if "encoded_attributes" in fields and context.encoded_attributes is not None:
         values["encoded_attributes"] = attributes_to_proto(context.encoded_attributes)
     reply = common_pb2.UserContext(**{name: value for name, value in values.items() if name in fields})
+    if context.online_state_missing:  # whatever the mask: a partial context never passes for a complete one
+        reply.online_state_missing = True
     if "history" in fields:
         add = reply.history.add  # entries added in place: half the cost of building messages to copy in
         for item, ts, index in zip(context.item_ids, context.timestamps, context.item_indices, strict=True):

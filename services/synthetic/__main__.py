@@ -6,20 +6,21 @@ import asyncio
 import logging
 
 from services.common.artifacts import ArtifactVersion
-from services.common.item_registry import item_registry
+from services.common.item_registry import DEFAULT_MAX_REGISTERED_ITEMS, item_registry
 from services.common.server import run_main
 from services.common.service import ArtifactService
 from services.common.settings import EnvReader, ServerSettings
 from services.common.stores import StateSettings
 from services.synthetic.core import SyntheticCore
-from services.synthetic.servicer import SyntheticServicer, registration
+from services.synthetic.servicer import StreamLimits, SyntheticServicer, registration
 
 log = logging.getLogger(__name__)
 
 
 def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
-    registry = item_registry(StateSettings.read(env, settings.artifacts))
-    servicer = SyntheticServicer()
+    max_items = env.integer("MAX_REGISTERED_ITEMS", DEFAULT_MAX_REGISTERED_ITEMS, 1, 100_000_000)
+    registry = item_registry(StateSettings.read(env, settings.artifacts), max_items)
+    servicer = SyntheticServicer(StreamLimits.read(env, settings))
 
     async def build_core(artifacts: ArtifactVersion) -> SyntheticCore:
         core = await asyncio.to_thread(SyntheticCore, artifacts.path, artifacts.version, registry)

@@ -87,7 +87,7 @@ class HistoryEntry(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., timestamp: _Optional[int] = ..., item_index: _Optional[int] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class UserContext(_message.Message):
-    __slots__ = ("user_id", "known_user", "history", "attributes", "artifact_version", "seen_item_ids", "sequence", "encoded_attributes", "generated_history", "seen_item_indices")
+    __slots__ = ("user_id", "known_user", "history", "attributes", "artifact_version", "seen_item_ids", "sequence", "encoded_attributes", "generated_history", "seen_item_indices", "online_state_missing")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +105,7 @@ class UserContext(_message.Message):
     ENCODED_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     GENERATED_HISTORY_FIELD_NUMBER: _ClassVar[int]
     SEEN_ITEM_INDICES_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_STATE_MISSING_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     known_user: bool
     history: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
@@ -115,7 +116,8 @@ class UserContext(_message.Message):
     encoded_attributes: EncodedAttributes
     generated_history: bool
     seen_item_indices: bytes
-    def __init__(self, user_id: _Optional[str] = ..., known_user: _Optional[bool] = ..., history: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., artifact_version: _Optional[str] = ..., seen_item_ids: _Optional[_Iterable[str]] = ..., sequence: _Optional[_Union[EncodedSequence, _Mapping]] = ..., encoded_attributes: _Optional[_Union[EncodedAttributes, _Mapping]] = ..., generated_history: _Optional[bool] = ..., seen_item_indices: _Optional[bytes] = ...) -> None: ...
+    online_state_missing: bool
+    def __init__(self, user_id: _Optional[str] = ..., known_user: _Optional[bool] = ..., history: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., artifact_version: _Optional[str] = ..., seen_item_ids: _Optional[_Iterable[str]] = ..., sequence: _Optional[_Union[EncodedSequence, _Mapping]] = ..., encoded_attributes: _Optional[_Union[EncodedAttributes, _Mapping]] = ..., generated_history: _Optional[bool] = ..., seen_item_indices: _Optional[bytes] = ..., online_state_missing: _Optional[bool] = ...) -> None: ...
 
 class EncodedSequence(_message.Message):
     __slots__ = ("item_indices", "timestamps", "gaps", "length")

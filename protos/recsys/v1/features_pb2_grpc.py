@@ -60,13 +60,16 @@ class FeatureServiceServicer:
     """
 
     def GetUserContext(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """When the online store cannot be read, the context comes from the artefact alone, with
+        online_state_missing set, rather than an error.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RecordEvents(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """UNAVAILABLE when the online store cannot take the events: an event is acknowledged only once stored.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
