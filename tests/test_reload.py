@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from services.common.artifacts import ArtifactVersion
 from services.common.service import ArtifactService
 from services.common.settings import ServerSettings
-from trainer.artifacts import publish, staging_directory, switch_current
+from trainer.artifacts import ArtifactError, publish, staging_directory, switch_current
 
 
 def make_version(root: Path, version: str, content: bytes = b"weights") -> None:
@@ -48,6 +48,11 @@ class Servicer:
 
 def reloads(outcome: str) -> float:
     return REGISTRY.get_sample_value("recsys_model_reloads_total", {"service": "unknown", "outcome": outcome}) or 0.0
+
+
+def fallback(current: str) -> float | None:
+    """recsys_artifact_fallback for `current`: 1 serving another version in its place, 0 serving it, None: neither."""
+    return REGISTRY.get_sample_value("recsys_artifact_fallback", {"service": "unknown", "current": current})
 
 
 async def wait_for(predicate: Any, timeout_s: float = 5.0) -> None:
@@ -122,6 +127,62 @@ async def test_a_pinned_version_or_poll_zero_never_switches(tmp_path: Path) -> N
     finally:
         await pinned.close()
         await never.close()
+
+
+@pytest.mark.parametrize("breakage", ["checksum", "dangling"])
+async def test_starts_on_the_last_verified_version_when_current_is_bad(tmp_path: Path, breakage: str) -> None:
+    make_version(tmp_path, "v1")
+    make_version(tmp_path, "v2")
+    if breakage == "checksum":
+        (tmp_path / "v2" / "model.bin").write_bytes(b"tampered")
+    else:  # `current` names a version that is gone
+        (tmp_path / "v2").rename(tmp_path / ".v2-removed")
+    switches: list[tuple[str | None, str]] = []
+    svc = service(tmp_path, 0.02, switches)
+    failed = reloads("failed")
+    await svc.start()
+    try:
+        assert svc.servicer.core.version == "v1" and switches == [(None, "v1")]
+        assert svc.serving is not None and svc.serving.stands_in_for == tmp_path / "v2"
+        assert fallback("v2") == 1.0
+        assert REGISTRY.get_sample_value("recsys_model_version", {"service": "unknown", "version": "v1"}) == 1.0
+
+        await asyncio.sleep(0.2)  # several polls: the `current` refused at start is not retried in a loop
+        assert reloads("failed") == failed and svc.servicer.core.version == "v1"
+
+        make_version(tmp_path, "v3")  # a good version: followed as usual, and the fallback is over
+        await wait_for(lambda: svc.servicer.core.version == "v3")
+        assert fallback("v3") == 0.0 and fallback("v2") is None
+        assert svc.serving is not None and svc.serving.stands_in_for is None
+    finally:
+        await svc.close()
+
+
+async def test_a_failed_switch_is_shown_until_current_names_the_serving_version_again(tmp_path: Path) -> None:
+    make_version(tmp_path, "v1")
+    svc = service(tmp_path, 0.02, [])
+    await svc.start()
+    try:
+        assert fallback("v1") == 0.0
+        make_version(tmp_path, "v2", b"broken")
+        await wait_for(lambda: fallback("v2") == 1.0)
+        assert svc.servicer.core.version == "v1"
+        switch_current(tmp_path, "v1")  # the operator rolls back to what is serving
+        await wait_for(lambda: fallback("v1") == 0.0)
+        assert fallback("v2") is None and svc.serving is not None and svc.serving.stands_in_for is None
+    finally:
+        await svc.close()
+
+
+async def test_start_fails_naming_every_version_when_none_verifies(tmp_path: Path) -> None:
+    make_version(tmp_path, "v1")
+    make_version(tmp_path, "v2")
+    for version in ("v1", "v2"):
+        (tmp_path / version / "model.bin").write_bytes(b"tampered")
+    svc = service(tmp_path, 0.02, [])
+    with pytest.raises(ArtifactError, match=r"no artefact version verifies; tried v2 \(.*\); v1 \(.*\)"):
+        await svc.start()
+    assert svc.serving is None
 
 
 @pytest.mark.parametrize("poll_ms", ["-1", "x"])

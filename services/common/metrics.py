@@ -1,7 +1,8 @@
 """Prometheus metrics of a service process, served on /metrics (RECSYS_METRICS_PORT).
 
-Every service: RPCs by method and status code, their latency, the artefact version it serves and its
-switches to new versions (succeeded or failed). The
+Every service: RPCs by method and status code, their latency, the artefact version it serves, whether that is
+another version than `current` names because that one failed to load, and its switches to new versions
+(succeeded or failed). The
 gateway also: the latency of each stage of a request and the degraded answers by the stage skipped.
 """
 
@@ -19,6 +20,12 @@ RPC_LATENCY = Histogram(
     "recsys_rpc_latency_seconds", "Time to answer an RPC", ["service", "method"], buckets=LATENCY_BUCKETS
 )
 MODEL_VERSION = Gauge("recsys_model_version", "1 for the artefact version this process serves", ["service", "version"])
+ARTIFACT_FALLBACK = Gauge(
+    "recsys_artifact_fallback",
+    "1 while this process serves another artefact version in place of the one `current` names, which failed to"
+    " load; 0 while it serves that one",
+    ["service", "current"],
+)
 RELOADS = Counter(
     "recsys_model_reloads", "Switches to a new artefact version while serving, by outcome", ["service", "outcome"]
 )
@@ -60,6 +67,12 @@ def record_rpc(method: str, code: str, seconds: float) -> None:
 def serving_version(version: str) -> None:
     MODEL_VERSION.clear()
     MODEL_VERSION.labels(_service, version).set(1)
+
+
+def artifact_fallback(current: str, active: bool) -> None:
+    """`current`: the version `current` names; active: another version serves in its place."""
+    ARTIFACT_FALLBACK.clear()
+    ARTIFACT_FALLBACK.labels(_service, current).set(1 if active else 0)
 
 
 def reload_outcome(outcome: str) -> None:

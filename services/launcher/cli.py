@@ -125,14 +125,21 @@ def _start_suite(
     redis_url: str | None = None,
     triton_config: str | None = None,
 ) -> Suite:
-    from trainer.artifacts import ArtifactError, resolve_version
+    from trainer.artifacts import ArtifactError, open_verified_version
     from trainer.triton_contract import RANKER_MODEL, REPOSITORY_DIR
     from trainer.triton_repository import CONFIGS_DIR
 
+    # The version the services will start on: `current`, or the last version that verifies if it does not.
     try:
-        version_dir = resolve_version(artifacts)
+        verified = open_verified_version(artifacts)
     except ArtifactError as error:
         _fail(str(error))
+    if verified.refused:
+        console.print(
+            f"[yellow]warning:[/yellow] `current` ({verified.wanted.name}) does not verify; serving"
+            f" {verified.version}, the last version that does (refused: {'; '.join(map(str, verified.refused))})"
+        )
+    version_dir = verified.path
     if triton_config:
         configs = version_dir / REPOSITORY_DIR / RANKER_MODEL / CONFIGS_DIR
         known = sorted(p.stem for p in configs.glob("*.pbtxt"))

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.launcher.environment import service_environment
 from services.launcher.triton import TritonServer
-from trainer.artifacts import MANIFEST, resolve_version
+from trainer.artifacts import MANIFEST, ArtifactError, open_verified_version
 from trainer.triton_contract import SERVING_REPOSITORY_DIR, served_model_name
 from trainer.triton_repository import link_served_versions
 
@@ -147,8 +147,12 @@ class Suite:
         raise self._failure(child, "did not become SERVING in time")
 
     def _served_model(self) -> str:
-        """Triton's name for the ranker of the version being served now."""
-        return served_model_name(resolve_version(self.artifacts).name)
+        """Triton's name for the ranker of the version the services serve now: `current`'s, or the one they fall
+        back to when `current` does not verify."""
+        try:
+            return served_model_name(open_verified_version(self.artifacts).path.name)
+        except ArtifactError as error:
+            raise LaunchError(str(error)) from None
 
     def _start_triton(self) -> None:
         root = artifact_root(self.artifacts)
