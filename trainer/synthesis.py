@@ -19,6 +19,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,15 @@ def item_set_key(indices: np.ndarray) -> int:
     """A 64-bit digest of a set of item indices."""
     digest = hashlib.blake2b(np.sort(np.asarray(indices, np.int64)).astype("<i8").tobytes(), digest_size=8)
     return int.from_bytes(digest.digest(), "little")
+
+
+def synthetic_id(prefix: str, seed: int, index: int) -> str:
+    """The id of the index-th synthetic user or item of a seeded stream."""
+    return f"{prefix}{seed}-{index}"
+
+
+def _utf8_size(value: str) -> int:
+    return len(value.encode())
 
 
 def stable_seed(*parts: object) -> int:
@@ -148,7 +158,7 @@ class Synthesis:
         for start in range(0, count, chunk):
             n = min(chunk, count - start)
             attributes = self._attributes(marginals, conditions, n, rng)
-            yield [(f"{prefix}{seed}-{start + i}", attributes[i]) for i in range(n)]
+            yield [(synthetic_id(prefix, seed, start + i), attributes[i]) for i in range(n)]
 
     def generate_users(
         self, count: int, seed: int, conditions: Mapping[str, str], chunk: int
@@ -186,7 +196,7 @@ class Synthesis:
                 if chosen is None:
                     continue  # every draw equalled a training user's item set
                 times = starts[b] + np.cumsum(self._quantile_sample(self.gaps, length, rng))
-                user_id = f"{SYNTHETIC_USER_PREFIX}{seed}-{user}"
+                user_id = synthetic_id(SYNTHETIC_USER_PREFIX, seed, user)
                 users.append((user_id, attributes[b]))
                 rows.extend(
                     zip([user_id] * length, item_ids[chosen].tolist(), times.astype(np.int64).tolist(), strict=True)
@@ -209,6 +219,31 @@ class Synthesis:
             if item_set_key(chosen + 1) not in self.training_sets:
                 return chosen
         return None
+
+    # ------------------------------------------------------------ size bounds
+    # A streamed chunk must fit one message: these rows are at least as large, field by field in UTF-8, as any
+    # row the generators above make for the same request, so rows x their size bounds a chunk.
+
+    def widest_entity(
+        self, kind: str, count: int, seed: int, conditions: Mapping[str, str]
+    ) -> tuple[str, dict[str, str]]:
+        """For generate_users (kind "users") or generate_items: the id with the most digits and, per attribute
+        (the sampled columns and the conditions), the longest value it can take."""
+        prefix = SYNTHETIC_USER_PREFIX if kind == "users" else SYNTHETIC_ITEM_PREFIX
+        marginals = self.user_marginals if kind == "users" else self.item_marginals
+        attributes = {name: max(map(str, table["values"]), key=_utf8_size) for name, table in marginals.items()}
+        attributes.update(conditions)
+        return synthetic_id(prefix, seed, count - 1), attributes
+
+    def widest_interaction(self, count: int, seed: int) -> tuple[str, str, int]:
+        """For generate_interactions (which makes at most `count` users): the user id with the most digits,
+        the longest catalogue item id and a timestamp of the widest varint (a negative one takes 10 bytes)."""
+        return synthetic_id(SYNTHETIC_USER_PREFIX, seed, count - 1), self._longest_item_id, -1
+
+    @cached_property
+    def _longest_item_id(self) -> str:
+        item_ids = self.workflow.items.decode(np.arange(1, self.workflow.items.size))
+        return max(map(str, item_ids), key=_utf8_size, default="")
 
     # ------------------------------------------------------------ persistence
 

@@ -10,9 +10,9 @@ from recsys.v1 import gateway_pb2, gateway_pb2_grpc, synthetic_pb2
 from services.common.clients import Deadline
 from services.common.server import Registration
 from services.common.service import CoreSlot
-from services.common.validation import EventInput, validate_items
+from services.common.validation import EventInput, validate_items, validate_synthetic
 from services.gateway.adapters import Downstream
-from services.gateway.core import GatewayCore, Stage, validate_synthetic
+from services.gateway.core import GatewayCore, Stage
 
 _STAGES = {
     Stage.FEATURES: gateway_pb2.STAGE_FEATURES,

@@ -21,6 +21,28 @@ MAX_HISTORY_LENGTH = 1000
 Chunk = tuple[list[tuple[str, dict[str, str]]], list[tuple[str, dict[str, str]]], list[tuple[str, str, int]]]
 
 
+def chunk_rows(requested: int, row_bytes: int, max_message_bytes: int) -> int:
+    """Rows per streamed message, so that `row_bytes` (a bound on one row's share of a message) times the rows
+    fits `max_message_bytes`: the requested number when it fits (refused otherwise), DEFAULT_CHUNK for 0, cut
+    to what fits."""
+    fit = max_message_bytes // row_bytes
+    violations = Violations()
+    if fit == 0:
+        violations.add(
+            "conditions",
+            f"one generated row (its sampled attributes and these conditions) can take {row_bytes} bytes, over "
+            f"the {max_message_bytes}-byte message limit",
+        )
+    elif requested > fit:
+        violations.add(
+            "chunk_size",
+            f"at most {fit} rows fit one {max_message_bytes}-byte message with these conditions (up to "
+            f"{row_bytes} bytes a row), got {requested}",
+        )
+    violations.raise_if_any()
+    return requested or min(DEFAULT_CHUNK, fit)
+
+
 class SyntheticCore:
     def __init__(self, version_dir: Path, version: str, registry: ItemRegistry) -> None:
         self.version = version
@@ -84,10 +106,22 @@ class SyntheticCore:
             added += await self.register(missing[start : start + MAX_ITEMS_PER_REGISTRATION])
         return added
 
+    def widest_chunk(self, kind: str, count: int, seed: int, conditions: Mapping[str, str]) -> Chunk:
+        """One row at least as large, field by field, as any that generate() makes for the same request (for
+        interactions, with a user: a chunk never holds more users than interactions)."""
+        synthesis = self.require_generator()
+        if kind == "interactions":
+            return (
+                [synthesis.widest_entity("users", count, seed, conditions)],
+                [],
+                [synthesis.widest_interaction(count, seed)],
+            )
+        entity = synthesis.widest_entity(kind, count, seed, conditions)
+        return ([entity], [], []) if kind == "users" else ([], [entity], [])
+
     def generate(self, kind: str, count: int, seed: int, conditions: Mapping[str, str], chunk: int) -> Iterator[Chunk]:
         """Chunks of at most `chunk` rows (interactions come with the users they belong to)."""
         synthesis = self.require_generator()
-        chunk = chunk or DEFAULT_CHUNK
         if kind == "users":
             for users in synthesis.generate_users(count, seed, conditions, chunk):
                 yield users, [], []
