@@ -157,19 +157,26 @@ def create_server(
     port: int = 0,
     max_message_bytes: int = 4 * 1024 * 1024,
     max_concurrent_rpcs: int | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, int]:
     """Build a server with the given services plus health and reflection; return it and its bound port.
 
-    Port 0 binds a free port, which is how tests run servers side by side.
+    Port 0 binds a free port, which is how tests run servers side by side. `interceptors` (authentication,
+    quotas) run inside tracing and outside the error mapping, in the order given.
     """
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.so_reuseport", 0),
+        # Accept the keepalive pings of our clients (clients.open_channel: every 20 s, idle or not) and of
+        # other gRPC clients down to one every 5 s (the value of grpc's keepalive example); faster ones still
+        # count as ping strikes. Without these, idle pings are answered with GOAWAY too_many_pings.
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
     ]
     server = grpc.aio.server(
         # Tracing outermost: its span covers the whole call, including the error mapping.
-        interceptors=[*tracing.server_interceptors(), ErrorInterceptor(ready)],
+        interceptors=[*tracing.server_interceptors(), *interceptors, ErrorInterceptor(ready)],
         options=options,
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
@@ -210,7 +217,9 @@ def write_port_file(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
-async def serve(service: Service, settings: ServerSettings) -> None:
+async def serve(
+    service: Service, settings: ServerSettings, *, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+) -> None:
     """Run a service until SIGTERM/SIGINT, then drain in-flight RPCs for up to grace_seconds."""
     health_servicer = health.aio.HealthServicer()
     ready = asyncio.Event()
@@ -223,6 +232,7 @@ async def serve(service: Service, settings: ServerSettings) -> None:
         port=settings.port,
         max_message_bytes=settings.max_message_bytes,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        interceptors=interceptors,
     )
     await set_serving(health_servicer, names, serving=False)
     if settings.metrics_port >= 0:
@@ -263,12 +273,22 @@ async def serve(service: Service, settings: ServerSettings) -> None:
         raise SystemExit(1)
 
 
-def run_main(name: str, build: Callable[[EnvReader, ServerSettings], Service]) -> None:
-    """Entry point of a service process: read settings (failing fast), configure logs, serve."""
+def run_main(
+    name: str,
+    build: Callable[[EnvReader, ServerSettings], Service],
+    *,
+    interceptors: Callable[[EnvReader], Sequence[grpc.aio.ServerInterceptor]] | None = None,
+) -> None:
+    """Entry point of a service process: read settings (failing fast), configure logs, serve.
+
+    `interceptors` builds the service's own interceptors from its settings (the gateway's authentication and
+    quotas), read with the rest so one bad value stops the process before it listens.
+    """
     env = EnvReader()
     try:
         settings = ServerSettings.read(env)
         service = build(env, settings)
+        chain = interceptors(env) if interceptors is not None else ()
         env.finish()
     except SettingsError as error:
         print(f"{name}: {error}", file=sys.stderr)
@@ -277,6 +297,6 @@ def run_main(name: str, build: Callable[[EnvReader, ServerSettings], Service]) -
     configure_tracing(name)
     metrics.set_service(name)
     try:
-        asyncio.run(serve(service, settings))
+        asyncio.run(serve(service, settings, interceptors=chain))
     finally:
         shutdown_tracing()

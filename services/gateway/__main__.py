@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from services.common.artifacts import ArtifactVersion
+from services.common.quotas import gateway_interceptors
 from services.common.server import run_main
 from services.common.service import ArtifactService
 from services.common.settings import EnvReader, ServerSettings
@@ -66,4 +67,4 @@ def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
 
 
 if __name__ == "__main__":
-    run_main("gateway", build)
+    run_main("gateway", build, interceptors=gateway_interceptors)
