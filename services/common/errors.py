@@ -30,13 +30,32 @@ class DomainError(Exception):
         return []
 
 
+# A status travels in the trailers, which a client refuses past 8-16 KiB (grpc's metadata limits): a reply
+# names the first violations in full and counts the rest, so a request with thousands of bad fields still
+# gets its INVALID_ARGUMENT.
+MAX_REPORTED_VIOLATIONS = 25
+MAX_SUMMARISED_VIOLATIONS = 3
+MAX_VIOLATION_TEXT = 120
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_VIOLATION_TEXT else text[: MAX_VIOLATION_TEXT - 1] + "…"
+
+
 class InvalidArgument(DomainError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
     def __init__(self, violations: Iterable[FieldViolation], message: str = "") -> None:
-        self.violations = list(violations)
-        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
-        super().__init__(message or f"invalid argument: {summary}")
+        every = list(violations)
+        self.omitted = max(0, len(every) - MAX_REPORTED_VIOLATIONS)
+        self.violations = [
+            FieldViolation(_clip(v.field), _clip(v.description)) for v in every[:MAX_REPORTED_VIOLATIONS]
+        ]
+        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations[:MAX_SUMMARISED_VIOLATIONS])
+        more = len(every) - min(len(every), MAX_SUMMARISED_VIOLATIONS)
+        if more:
+            summary += f"; and {more} more (the BadRequest details list {len(self.violations)})"
+        super().__init__(_clip(message) if message else f"invalid argument: {summary}")
 
     def details(self) -> list[any_pb2.Any]:
         bad_request = error_details_pb2.BadRequest(

@@ -109,6 +109,8 @@ class GatewayCore:
         with metrics.StageTimer(Stage.FEATURES.value):
             context = await self.downstream.user_context(user_id, attributes, deadline)
         degraded: list[Stage] = []
+        if context.online_state_missing:  # the training history only: recent events may be missing
+            degraded.append(Stage.FEATURES)
         if not context.known_user and not context.history:
             try:
                 with metrics.StageTimer(Stage.SYNTHETIC.value):
@@ -130,9 +132,12 @@ class GatewayCore:
             candidates = pack_candidates([i for i, _ in popular], np.array([s for _, s in popular]), "popularity")
         ranked: list[Scored] = []
         if candidates.item_ids:
+            # Items the candidate stage could not exclude by index (registered online, so unknown to the
+            # trained vocabulary) are dropped below: ask for as many more, so the answer still has k.
+            slipped = sum(1 for item_id in candidates.item_ids if item_id in never)
             try:
                 with metrics.StageTimer(Stage.RANKING.value):
-                    ranked = await self.downstream.rank(context, candidates, k, deadline)
+                    ranked = await self.downstream.rank(context, candidates, min(k + slipped, MAX_K), deadline)
             except DEGRADABLE as error:
                 log.warning("ranking degraded to candidate order", extra={"error": str(error)})
                 degraded.append(Stage.RANKING)
@@ -164,16 +169,3 @@ class GatewayCore:
     async def record_events(self, events: Sequence[EventInput], deadline: Deadline) -> tuple[int, int]:
         validate_events(events, self.max_events)
         return await self.downstream.record(events, deadline)
-
-
-MAX_SYNTHETIC_ROWS = 10_000_000
-MAX_CHUNK_SIZE = 10_000
-
-
-def validate_synthetic(kind: int, count: int, chunk_size: int, conditions: Mapping[str, str]) -> None:
-    violations = Violations()
-    violations.check(kind != 0, "kind", "must be USERS, ITEMS or INTERACTIONS")
-    violations.check(1 <= count <= MAX_SYNTHETIC_ROWS, "count", f"must be in 1..{MAX_SYNTHETIC_ROWS}, got {count}")
-    violations.check(0 <= chunk_size <= MAX_CHUNK_SIZE, "chunk_size", f"must be in 0..{MAX_CHUNK_SIZE}")
-    check_attributes(violations, "conditions", conditions)
-    violations.raise_if_any()
