@@ -182,12 +182,17 @@ class StageServer:
         await self.server.stop(0)
 
 
-async def serve(registration: Registration, port: int = 0) -> StageServer:
-    """A server with one service, health SERVING, through the services' own bootstrap (port 0: a free one)."""
+async def serve(
+    registration: Registration, port: int = 0, credentials: grpc.ServerCredentials | None = None
+) -> StageServer:
+    """A server with one service, health SERVING, through the services' own bootstrap (port 0: a free one;
+    with `credentials`, TLS)."""
     ready = asyncio.Event()
     ready.set()
     health_servicer = health.aio.HealthServicer()
-    server, bound = create_server([registration], health_servicer=health_servicer, ready=ready, port=port)
+    server, bound = create_server(
+        [registration], health_servicer=health_servicer, ready=ready, port=port, credentials=credentials
+    )
     await set_serving(health_servicer, [registration.full_name], serving=True)
     await server.start()
     return StageServer(server, bound)

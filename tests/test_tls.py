@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,11 +10,17 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.common import tls
+from services.common.clients import Deadline
+from services.common.server import create_server, set_serving
 from services.common.settings import EnvReader, SettingsError
 from services.common.tls import ClientCertificates, TLSError, TLSFiles, TLSSettings, channel_credentials
+from services.gateway.adapters import Addresses, BreakerSettings, Downstream, StageBudgets
 from services.launcher.certificates import LocalAuthority
+from tests.stage_servers import Features
+from tests.stage_servers import serve as serve_stage
 
 
 @pytest.fixture
@@ -153,3 +160,69 @@ def test_issued_keys_are_private(authority: LocalAuthority) -> None:
     files = authority.issue("features", ["127.0.0.1"])
     assert files.key.stat().st_mode & 0o077 == 0
     assert not list(authority.directory.glob("*.key")), "the authority's own key is never written"
+
+
+async def test_the_bootstrap_serves_mtls_and_leaves_reflection_out_when_asked(authority: LocalAuthority) -> None:
+    files = authority.issue("features", ["127.0.0.1"])
+    ready = asyncio.Event()
+    ready.set()
+    health_servicer = health.aio.HealthServicer()
+    server, port = create_server(
+        [Features().registration()],
+        health_servicer=health_servicer,
+        ready=ready,
+        credentials=tls.server_credentials(TLSSettings(files, "mtls")),
+        reflection_enabled=False,
+    )
+    await set_serving(health_servicer, ["recsys.v1.FeatureService"], serving=True)
+    await server.start()
+    try:
+        caller = channel_credentials(authority.issue("gateway", ["127.0.0.1"]).load())
+        assert await _check(port, caller) == grpc.StatusCode.OK
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", caller) as channel:
+            stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=3
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as absent:
+                async for _ in stream:
+                    pass
+        assert absent.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await server.stop(0)
+
+
+async def test_the_gateway_reopens_its_channels_when_its_certificate_rotates(
+    authority: LocalAuthority, tmp_path: Path
+) -> None:
+    stage = await serve_stage(
+        Features().registration(),
+        credentials=tls.server_credentials(TLSSettings(authority.issue("features", ["127.0.0.1"]), "mtls")),
+    )
+    # The gateway starts with a certificate the stage does not trust (another authority, as after a CA
+    # change that reached the gateway's files late), then its files are replaced by a good one.
+    files = LocalAuthority.create(tmp_path / "old").issue("gateway", ["127.0.0.1"])
+    shutil.copyfile(authority.ca_file, files.ca)  # it does trust the stage, so only its own cert is refused
+    budgets = StageBudgets(features=1.0, candidates=1.0, ranking=1.0, synthetic=1.0)
+    addresses = Addresses(stage.address, stage.address, stage.address, stage.address)
+    downstream = Downstream(addresses, budgets, 4 * 1024 * 1024, BreakerSettings(100, 0.1), ClientCertificates(files))
+    downstream.open()
+    downstream.follow_certificate_rotation(every_s=0.05)
+    try:
+        with pytest.raises(Exception, match="unavailable"):
+            await downstream.user_context("known-1", {}, Deadline(None))
+        good = authority.issue("gateway-renewed", ["127.0.0.1"])
+        shutil.copyfile(good.cert, files.cert)
+        shutil.copyfile(good.key, files.key)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            try:
+                context = await downstream.user_context("known-1", {}, Deadline(None))
+            except Exception:  # noqa: BLE001 - not reopened yet
+                continue
+            break
+        else:
+            pytest.fail("the gateway never called with its renewed certificate")
+        assert context.user_id == "known-1"
+    finally:
+        await downstream.close()
+        await stage.stop()

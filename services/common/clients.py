@@ -28,30 +28,37 @@ from services.common.errors import (
 DEADLINE_MARGIN_S = 0.005
 
 
-def open_channel(address: str, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address,
-        interceptors=tracing.client_interceptors(),
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.enable_retries", 0),
-            # A dns:/// name of a headless Service resolves to every pod: spread calls over all of them, not
-            # one connection pinned to the first pod.
-            ("grpc.lb_policy_name", "round_robin"),
-            # Keepalive (grpc doc/keepalive.md): a dead peer or a connection that a NAT or proxy dropped is
-            # noticed within 20 s + 10 s of silence instead of TCP's many minutes, on idle channels too (permit
-            # without calls; no cap on pings between data frames). 20 s stays above gRFC A8's 10 s floor and
-            # above the 5 s that our servers accept (server.create_server), so they never answer too_many_pings.
-            ("grpc.keepalive_time_ms", 20_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.max_pings_without_data", 0),
-            # A stage that was down is found again within 10 s of coming back, not after up to 120 s (the
-            # default cap of the reconnect backoff).
-            ("grpc.max_reconnect_backoff_ms", 10_000),
-        ],
-    )
+def channel_options(max_message_bytes: int) -> list[tuple[str, int | str]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.enable_retries", 0),
+        # A dns:/// name of a headless Service resolves to every pod: spread calls over all of them, not
+        # one connection pinned to the first pod.
+        ("grpc.lb_policy_name", "round_robin"),
+        # Keepalive (grpc doc/keepalive.md): a dead peer or a connection that a NAT or proxy dropped is
+        # noticed within 20 s + 10 s of silence instead of TCP's many minutes, on idle channels too (permit
+        # without calls; no cap on pings between data frames). 20 s stays above gRFC A8's 10 s floor and
+        # above the 5 s that our servers accept (server.create_server), so they never answer too_many_pings.
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # A stage that was down is found again within 10 s of coming back, not after up to 120 s (the
+        # default cap of the reconnect backoff).
+        ("grpc.max_reconnect_backoff_ms", 10_000),
+    ]
+
+
+def open_channel(
+    address: str, max_message_bytes: int = 4 * 1024 * 1024, credentials: grpc.ChannelCredentials | None = None
+) -> grpc.aio.Channel:
+    """A channel to another service of the suite; with `credentials`, TLS (mTLS with our certificate)."""
+    options = channel_options(max_message_bytes)
+    interceptors = tracing.client_interceptors()
+    if credentials is not None:
+        return grpc.aio.secure_channel(address, credentials, interceptors=interceptors, options=options)
+    return grpc.aio.insecure_channel(address, interceptors=interceptors, options=options)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from services.common import metrics, tracing
 from services.common.errors import DomainError, internal_status, to_grpc_status
 from services.common.logs import configure_logging
 from services.common.settings import EnvReader, ServerSettings, SettingsError
+from services.common.tls import TLSSettings, server_credentials
 from services.common.tracing import configure_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
@@ -158,11 +159,14 @@ def create_server(
     max_message_bytes: int = 4 * 1024 * 1024,
     max_concurrent_rpcs: int | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    credentials: grpc.ServerCredentials | None = None,
+    reflection_enabled: bool = True,
 ) -> tuple[grpc.aio.Server, int]:
     """Build a server with the given services plus health and reflection; return it and its bound port.
 
     Port 0 binds a free port, which is how tests run servers side by side. `interceptors` (authentication,
-    quotas) run inside tracing and outside the error mapping, in the order given.
+    quotas) run inside tracing and outside the error mapping, in the order given. With `credentials` the port
+    is TLS (services.common.tls); reflection can be left out of a public port.
     """
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -184,8 +188,10 @@ def create_server(
         registration.add_to_server(registration.servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [r.full_name for r in registrations]
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if reflection_enabled:
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    address = f"{host}:{port}"
+    bound = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     return server, bound
@@ -218,7 +224,11 @@ def write_port_file(path: Path, port: int) -> None:
 
 
 async def serve(
-    service: Service, settings: ServerSettings, *, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    service: Service,
+    settings: ServerSettings,
+    *,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    tls: TLSSettings | None = None,
 ) -> None:
     """Run a service until SIGTERM/SIGINT, then drain in-flight RPCs for up to grace_seconds."""
     health_servicer = health.aio.HealthServicer()
@@ -233,6 +243,8 @@ async def serve(
         max_message_bytes=settings.max_message_bytes,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         interceptors=interceptors,
+        credentials=None if tls is None else server_credentials(tls),
+        reflection_enabled=settings.reflection,
     )
     await set_serving(health_servicer, names, serving=False)
     if settings.metrics_port >= 0:
@@ -241,7 +253,8 @@ async def serve(
     await server.start()
     if settings.port_file is not None:
         write_port_file(settings.port_file, port)
-    log.info("listening", extra={"address": f"{settings.host}:{port}", "services": names})
+    transport = "plaintext" if tls is None else tls.server_mode
+    log.info("listening", extra={"address": f"{settings.host}:{port}", "services": names, "transport": transport})
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -289,6 +302,7 @@ def run_main(
         settings = ServerSettings.read(env)
         service = build(env, settings)
         chain = interceptors(env) if interceptors is not None else ()
+        tls = TLSSettings.read(env)
         env.finish()
     except SettingsError as error:
         print(f"{name}: {error}", file=sys.stderr)
@@ -297,6 +311,6 @@ def run_main(
     configure_tracing(name)
     metrics.set_service(name)
     try:
-        asyncio.run(serve(service, settings, interceptors=chain))
+        asyncio.run(serve(service, settings, interceptors=chain, tls=tls))
     finally:
         shutdown_tracing()

@@ -108,6 +108,8 @@ class ServerSettings:
     reload_poll_s: float
     # When set, the bound port is written here once the server listens (the launcher reads it).
     port_file: Path | None
+    # Server reflection (RECSYS_REFLECTION=0 leaves it out, as a public port in production should).
+    reflection: bool = True
 
     @classmethod
     def read(cls, env: EnvReader) -> ServerSettings:
@@ -123,4 +125,5 @@ class ServerSettings:
             metrics_port=env.integer("METRICS_PORT", -1, -1, 65535),
             reload_poll_s=env.integer("RELOAD_POLL_MS", 1_000, 0, 3_600_000) / 1000,
             port_file=Path(port_file) if port_file else None,
+            reflection=env.integer("REFLECTION", 1, 0, 1) == 1,
         )

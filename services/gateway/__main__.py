@@ -9,6 +9,7 @@ from services.common.quotas import gateway_interceptors
 from services.common.server import run_main
 from services.common.service import ArtifactService
 from services.common.settings import EnvReader, ServerSettings
+from services.common.tls import ClientCertificates, TLSSettings
 from services.gateway.adapters import Addresses, BreakerSettings, Downstream, StageBudgets
 from services.gateway.core import GatewayCore
 from services.gateway.servicer import GatewayServicer, registration
@@ -43,11 +44,14 @@ def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
         failures=env.integer("BREAKER_FAILURES", 5, 1, 10_000),
         open_s=env.integer("BREAKER_OPEN_MS", 1_000, 1, 600_000) / 1000,
     )
-    downstream = Downstream(addresses, budgets, settings.max_message_bytes, breakers)
+    tls = TLSSettings.read(env)
+    certificates = ClientCertificates(tls.files) if tls.files is not None and not env.problems else None
+    downstream = Downstream(addresses, budgets, settings.max_message_bytes, breakers, certificates)
     servicer = GatewayServicer(downstream, default_deadline_s)
 
     async def open_downstream() -> None:
         downstream.open()
+        downstream.follow_certificate_rotation()
         await downstream.wait_until_ready(dependency_wait_s)
 
     async def build_core(artifacts: ArtifactVersion) -> GatewayCore:

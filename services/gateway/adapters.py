@@ -27,6 +27,7 @@ from services.common.breaker import Attempt, CircuitBreaker
 from services.common.clients import Deadline, domain_error_from_rpc, open_channel, wait_until_serving
 from services.common.encoding import packed_scores
 from services.common.errors import DeadlineExceeded, DomainError, Unavailable
+from services.common.tls import ClientCertificates
 from services.common.validation import EventInput
 from services.gateway.core import Scored
 
@@ -115,11 +116,24 @@ def _judge(attempt: Attempt, error: DomainError, cut_by_caller: bool) -> None:
         attempt.succeeded()  # it answered; the request was what it refused
 
 
+# How often the gateway looks at its certificate files for a rotation (a stat of three files).
+CERTIFICATE_CHECK_S = 30.0
+
+
 class Downstream:
     def __init__(
-        self, addresses: Addresses, budgets: StageBudgets, max_message_bytes: int, breakers: BreakerSettings
+        self,
+        addresses: Addresses,
+        budgets: StageBudgets,
+        max_message_bytes: int,
+        breakers: BreakerSettings,
+        certificates: ClientCertificates | None = None,
     ) -> None:
         self.addresses = addresses
+        # mTLS to every stage when set; the channels are reopened when the files rotate (grpc keeps a
+        # channel's credentials for its lifetime).
+        self.certificates = certificates
+        self._rotation: asyncio.Task[None] | None = None
         self.budgets = budgets
         self.max_message_bytes = max_message_bytes
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -129,8 +143,10 @@ class Downstream:
 
     def open(self) -> None:
         """Channels belong to the running event loop, so they are made inside it."""
+        credentials = None if self.certificates is None else self.certificates.credentials()
         self._channels = {
-            name: open_channel(address, self.max_message_bytes) for name, address in vars(self.addresses).items()
+            name: open_channel(address, self.max_message_bytes, credentials)
+            for name, address in vars(self.addresses).items()
         }
         self._features = features_pb2_grpc.FeatureServiceStub(self._channels["features"])
         self._candidates = candidates_pb2_grpc.CandidateServiceStub(self._channels["candidates"])
@@ -166,7 +182,27 @@ class Downstream:
             log.info("synthetic service serving now: cold users, RegisterItems and GenerateSynthetic go to it")
             return
 
+    def follow_certificate_rotation(self, every_s: float = CERTIFICATE_CHECK_S) -> None:
+        if self.certificates is not None and self._rotation is None:
+            self._rotation = asyncio.create_task(self._follow_rotation(every_s))
+
+    async def _follow_rotation(self, every_s: float) -> None:
+        assert self.certificates is not None
+        while True:
+            await asyncio.sleep(every_s)
+            if not await asyncio.to_thread(self.certificates.reload_if_changed):
+                continue
+            old = self._channels
+            self.open()  # the next calls go over new connections with the new certificate
+            # Calls in flight on the old channels finish within their deadlines.
+            await asyncio.sleep(max(vars(self.budgets).values()))
+            await asyncio.gather(*(channel.close() for channel in old.values()))
+
     async def close(self) -> None:
+        if self._rotation is not None:
+            self._rotation.cancel()
+            await asyncio.gather(self._rotation, return_exceptions=True)
+            self._rotation = None
         if self._synthetic_watch is not None:
             self._synthetic_watch.cancel()
             await asyncio.gather(self._synthetic_watch, return_exceptions=True)

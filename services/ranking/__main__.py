@@ -9,6 +9,7 @@ from services.common.artifacts import ArtifactVersion
 from services.common.server import run_main
 from services.common.service import ArtifactService
 from services.common.settings import EnvReader, ServerSettings
+from services.common.tls import TLSSettings, channel_credentials
 from services.ranking.adapters import TritonModel, TritonRanker
 from services.ranking.core import RankingCore
 from services.ranking.servicer import RankingServicer, registration
@@ -17,7 +18,12 @@ log = logging.getLogger(__name__)
 
 
 def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
-    ranker = TritonRanker(env.address("TRITON_ADDR"), env.number("TRITON_LOAD_TIMEOUT_S", 300.0, 1.0, 3600.0))
+    tls = TLSSettings.read(env)
+    # mTLS to Triton when the service has a certificate (tritonserver --grpc-use-ssl-mutual).
+    credentials = channel_credentials(tls.files.load()) if tls.files is not None and not env.problems else None
+    ranker = TritonRanker(
+        env.address("TRITON_ADDR"), env.number("TRITON_LOAD_TIMEOUT_S", 300.0, 1.0, 3600.0), credentials
+    )
     timeout_s = env.integer("TRITON_TIMEOUT_MS", 250, 1, 600_000) / 1000
     wait_s = env.number("DEPENDENCY_WAIT_S", 120.0, 0.1, 3600.0)
     # How long the previous version's ranker stays loaded after a switch: requests that started on it finish,

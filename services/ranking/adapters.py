@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 
+import grpc
 import numpy as np
 import tritonclient.grpc as triton_grpc
 from tritonclient.grpc import aio as triton_aio
@@ -33,8 +34,11 @@ class TritonRanker:
     """One connection to Triton, and the ranker models of artefact versions loaded through it (explicit model
     control: each version's ranker is its own model, ranker-<version>, so two can be loaded during a switch)."""
 
-    def __init__(self, address: str, load_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self, address: str, load_timeout_s: float = 300.0, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
         self.address = address
+        self.credentials = credentials
         self.load_timeout_s = load_timeout_s
         self._client: triton_aio.InferenceServerClient | None = None
 
@@ -46,7 +50,7 @@ class TritonRanker:
 
     async def open(self, wait_s: float) -> None:
         """Connect and wait until the server is ready (models are loaded per version by `model`)."""
-        self._client = triton_aio.InferenceServerClient(self.address)
+        self._client = triton_aio.InferenceServerClient(self.address, creds=self.credentials)
         deadline = time.monotonic() + wait_s
         last = "no answer"
         while time.monotonic() < deadline:
