@@ -76,13 +76,17 @@ def bearer(token: str) -> tuple[tuple[str, str]]:
 
 @contextlib.asynccontextmanager
 async def serve_gateway(
-    interceptors: Sequence[grpc.aio.ServerInterceptor], extra: Sequence[Registration] = ()
+    interceptors: Sequence[grpc.aio.ServerInterceptor],
+    extra: Sequence[Registration] = (),
+    credentials: grpc.ServerCredentials | None = None,
 ) -> AsyncIterator[Harness]:
     servicer = ImmediateGateway()
     health_servicer = health.aio.HealthServicer()
     registrations = [Registration(gateway_pb2_grpc.add_GatewayServicer_to_server, servicer, GATEWAY), *extra]
     ready = asyncio.Event()
-    server, port = create_server(registrations, health_servicer=health_servicer, ready=ready, interceptors=interceptors)
+    server, port = create_server(
+        registrations, health_servicer=health_servicer, ready=ready, interceptors=interceptors, credentials=credentials
+    )
     await server.start()
     ready.set()
     await set_serving(health_servicer, [r.full_name for r in registrations], serving=True)
