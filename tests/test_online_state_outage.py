@@ -83,7 +83,7 @@ async def test_a_stopped_redis_leaves_the_training_history_flagged(
     assert degraded.item_ids == trained[-8:] and degraded.sequence is not None
     # A write is never acknowledged when it was not stored.
     with pytest.raises(Unavailable, match="redis write failed"):
-        await core.record([EventInput(user, "i00001", 4_000_000_001, "lost?", 0.0)])
+        await core.record([EventInput(user, "i00001", int(time.time()), "lost?", 0.0)])
 
 
 async def test_a_hung_redis_costs_the_read_timeout_not_the_request(
