@@ -61,6 +61,7 @@ import jwt
 
 from services.common import metrics
 from services.common.errors import DomainError, Unavailable, to_grpc_status
+from services.common.interceptors import PerMethodInterceptor
 from services.common.settings import ENV_PREFIX, EnvReader, SettingsError
 
 log = logging.getLogger(__name__)
@@ -209,33 +210,16 @@ def gate_handler(handler: grpc.RpcMethodHandler, method: str, gate: Gate) -> grp
     return grpc.stream_stream_rpc_method_handler(_gate_stream(handler.stream_stream, method, gate), **serializers)
 
 
-class GatingInterceptor(grpc.aio.ServerInterceptor):
-    """Puts a Gate around each method's handler, built once per method (a method's handler never changes
-    while the server runs); the gate's checks run on every call."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+class GatingInterceptor(PerMethodInterceptor):
+    """Puts a Gate around each method's handler; the gate's checks run on every call."""
 
     def gate_for(self, method: str) -> Gate | None:
         """The gate for `method`, or None to leave it alone."""
         raise NotImplementedError
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None:  # no such method: UNIMPLEMENTED, and nothing cached for names callers make up
-            return None
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         gate = self.gate_for(method)
-        wrapped = handler if gate is None else gate_handler(handler, method, gate)
-        self._wrapped[method] = wrapped
-        return wrapped
+        return handler if gate is None else gate_handler(handler, method, gate)
 
 
 # --- files read again when they change --------------------------------------------------------------------

@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common import metrics, tracing
 from services.common.errors import DomainError, internal_status, to_grpc_status
+from services.common.interceptors import PerMethodInterceptor
 from services.common.logs import configure_logging
 from services.common.settings import EnvReader, ServerSettings, SettingsError
 from services.common.tls import TLSSettings, server_credentials
@@ -45,43 +46,30 @@ class Registration:
     full_name: str
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(PerMethodInterceptor):
     """Maps DomainError to its status (with details), anything else to INTERNAL without internals,
     and answers UNAVAILABLE while the service is not ready yet."""
 
     def __init__(self, ready: asyncio.Event) -> None:
+        super().__init__()
         self._ready = ready
-        # Wrapped once per method, not per call: a method's handler never changes while the server runs.
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or method.startswith(_ALWAYS_OPEN):
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if method.startswith(_ALWAYS_OPEN):
             return handler
         if handler.unary_unary is not None:
-            wrapped = grpc.unary_unary_rpc_method_handler(
+            return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        elif handler.unary_stream is not None:
-            wrapped = grpc.unary_stream_rpc_method_handler(
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        else:
-            return handler  # client-streaming RPCs are not part of this contract
-        self._wrapped[method] = wrapped
-        return wrapped
+        return handler  # client-streaming RPCs are not part of this contract
 
     async def _gate(self, context: grpc.aio.ServicerContext) -> None:
         if not self._ready.is_set():
