@@ -53,6 +53,9 @@ def alive(pid: int) -> bool:
 class Served:
     process: subprocess.Popen[str]
     address: str
+    # With --tls: the CA of the gateway's certificate and the API key the suite made (printed once).
+    ca: Path | None = None
+    api_key: str | None = None
 
     def service_pid(self, name: str) -> int:
         """A child's pid: a service by name, or "tritonserver"."""
@@ -62,17 +65,37 @@ class Served:
                 return pid
         raise LookupError(f"no {name} child")
 
+    def setting(self, name: str, service: str = "gateway") -> str:
+        """One of a service process's RECSYS_ settings, as the launcher set it."""
+        environ = Path(f"/proc/{self.service_pid(service)}/environ").read_bytes().split(b"\0")
+        key = f"RECSYS_{name.upper()}=".encode()
+        return next(e.split(b"=", 1)[1].decode() for e in environ if e.startswith(key))
+
+    def stage_channel(self, service: str) -> grpc.Channel:
+        """A channel to one stage, as the gateway opens it: mTLS with the gateway's certificate (the suite's
+        own hops accept nothing less)."""
+        from services.common.tls import TLSFiles, channel_credentials
+
+        files = TLSFiles.in_directory(Path(self.setting("tls_dir")))
+        return grpc.secure_channel(self.setting(f"{service}_addr"), channel_credentials(files.load()))
+
     def stop(self, timeout: float = 30) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=timeout)
 
 
-def serve(artifacts: Path, timeout: float = 120, otel: dict[str, str] | None = None, **env: str) -> Served:
-    """`recsys serve --port 0` (env: extra RECSYS_ settings, otel: OpenTelemetry's); returns once it prints
-    the gateway address."""
+def serve(
+    artifacts: Path,
+    timeout: float = 120,
+    otel: dict[str, str] | None = None,
+    options: tuple[str, ...] = (),
+    **env: str,
+) -> Served:
+    """`recsys serve --port 0 [options]` (env: extra RECSYS_ settings, otel: OpenTelemetry's); returns once it
+    prints the gateway address."""
     process = subprocess.Popen(
-        [*RECSYS, "serve", "--artifacts", str(artifacts), "--port", "0"],
+        [*RECSYS, "serve", "--artifacts", str(artifacts), "--port", "0", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -85,10 +108,15 @@ def serve(artifacts: Path, timeout: float = 120, otel: dict[str, str] | None = N
     )
     deadline = time.monotonic() + timeout
     assert process.stdout is not None
+    printed: dict[str, str] = {}
     while time.monotonic() < deadline:
         line = process.stdout.readline()
+        if line.startswith(("ca ", "api-key ")):
+            name, value = line.split()
+            printed[name] = value
         if line.startswith("gateway "):
-            return Served(process, line.split()[1])
+            ca = Path(printed["ca"]) if "ca" in printed else None
+            return Served(process, line.split()[1], ca, printed.get("api-key"))
         if not line and process.poll() is not None:
             stderr = process.stderr.read() if process.stderr else ""
             raise RuntimeError(f"recsys serve exited with {process.returncode}: {stderr[-3000:]}")

@@ -33,6 +33,9 @@ from recsys.v1 import (
     synthetic_pb2,
 )
 from services.common.encoding import WIRE_INDEX, WIRE_SCORE
+from services.common.tls import TLSFiles
+from services.gateway.client import GatewayConnection
+from services.launcher.certificates import LocalAuthority
 from tests.suite import Served, SpanCollector, alive, clone_version, recsys, serve
 from trainer.workflow import Workflow
 
@@ -316,15 +319,9 @@ def test_a_callers_trace_continues_through_every_hop(
         assert call.parent_span_id == server["recsys-gateway"].span_id
 
 
-def _downstream_address(suite: Served, service: str) -> str:
-    environ = Path(f"/proc/{suite.service_pid('gateway')}/environ").read_bytes().split(b"\0")
-    key = f"RECSYS_{service.upper()}_ADDR=".encode()
-    return next(e.split(b"=", 1)[1].decode() for e in environ if e.startswith(key))
-
-
 def _user_context(suite: Served, user: str) -> common_pb2.UserContext:
     """The user's context as the features service gives it (every field)."""
-    with grpc.insecure_channel(_downstream_address(suite, "features")) as channel:
+    with suite.stage_channel("features") as channel:
         context: common_pb2.UserContext = features_pb2_grpc.FeatureServiceStub(channel).GetUserContext(
             features_pb2.GetUserContextRequest(user_id=user), timeout=10
         )
@@ -336,8 +333,8 @@ def test_packed_candidates_rank_like_scored_items_whatever_version_packed_them(
 ) -> None:
     context = _user_context(suite, str(history["user_id"].iloc[11]))
     with (
-        grpc.insecure_channel(_downstream_address(suite, "candidates")) as candidates_channel,
-        grpc.insecure_channel(_downstream_address(suite, "ranking")) as ranking_channel,
+        suite.stage_channel("candidates") as candidates_channel,
+        suite.stage_channel("ranking") as ranking_channel,
     ):
         candidates = candidates_pb2_grpc.CandidateServiceStub(candidates_channel)
         request = candidates_pb2.GetCandidatesRequest(context=context, n=50)
@@ -385,7 +382,7 @@ def test_seen_items_travel_as_indices_trusted_only_from_the_same_version(
 ) -> None:
     user = str(history["user_id"].iloc[5])
     context = _user_context(suite, user)
-    with grpc.insecure_channel(_downstream_address(suite, "candidates")) as candidates_channel:
+    with suite.stage_channel("candidates") as candidates_channel:
         workflow = Workflow.load(artifacts / "current" / "workflow")
         seen = np.frombuffer(context.seen_item_indices, WIRE_INDEX)
         assert seen.tolist() == workflow.items.encode(list(context.seen_item_ids)).tolist()
@@ -412,6 +409,71 @@ def test_seen_items_travel_as_indices_trusted_only_from_the_same_version(
                 altered.ClearField("seen_item_indices")
             reply = get(candidates_pb2.GetCandidatesRequest(context=altered, n=50), timeout=10)
             assert [c.item_id for c in reply.items] == expected, change
+
+
+def _health(channel: grpc.Channel) -> int:
+    return int(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status)
+
+
+def test_the_suites_own_hops_take_only_mtls_from_its_own_ca(suite: Served, tmp_path: Path) -> None:
+    suite_ca = TLSFiles.in_directory(Path(suite.setting("tls_dir"))).ca.read_bytes()
+    stranger = LocalAuthority.create(tmp_path / "other-ca").issue("stranger", ["127.0.0.1"]).load()
+    refused = {
+        "plaintext": None,
+        "TLS without a client certificate": grpc.ssl_channel_credentials(suite_ca),
+        "a certificate from another CA": grpc.ssl_channel_credentials(
+            suite_ca, private_key=stranger.key, certificate_chain=stranger.cert
+        ),
+    }
+    for service in ("features", "candidates", "ranking", "synthetic"):
+        with suite.stage_channel(service) as channel:
+            assert _health(channel) == health_pb2.HealthCheckResponse.SERVING
+        address = suite.setting(f"{service}_addr")
+        for how, credentials in refused.items():
+            if credentials is None:
+                channel = grpc.insecure_channel(address)
+            else:
+                channel = grpc.secure_channel(address, credentials)
+            with channel, pytest.raises(grpc.RpcError) as error:
+                _health(channel)
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE, (service, how)
+
+    import tritonclient.grpc as triton_grpc
+    from tritonclient.utils import InferenceServerException
+
+    triton = triton_grpc.InferenceServerClient(suite.setting("triton_addr", "ranking"))
+    with pytest.raises(InferenceServerException):  # tritonserver --grpc-use-ssl-mutual: plaintext is refused
+        triton.is_server_live(client_timeout=5)
+    triton.close()
+
+
+def test_the_gateway_with_tls_takes_api_keys_and_serves_the_whole_path(artifacts: Path, history: pd.DataFrame) -> None:
+    served = serve(artifacts, options=("--tls",))
+    try:
+        assert served.ca is not None and served.api_key is not None
+        request = gateway_pb2.RecommendRequest(user_id=str(history["user_id"].iloc[2]), k=10)
+        with GatewayConnection(served.address, ca=served.ca, token=served.api_key).channel() as channel:
+            gateway = gateway_pb2_grpc.GatewayStub(channel)
+            reply = gateway.Recommend(request, timeout=10)
+            assert len(reply.items) == 10 and list(reply.degraded_stages) == []
+            event = common_pb2.Event(
+                user_id="tls-user", item_id=reply.items[0].item_id, timestamp=int(time.time()), event_id="tls-1"
+            )
+            assert gateway.RecordEvents(gateway_pb2.RecordEventsRequest(events=[event]), timeout=10).accepted == 1
+            kind = synthetic_pb2.GenerateSyntheticRequest
+            synthetic = gateway.GenerateSynthetic(kind(kind=kind.KIND_USERS, count=5, seed=1), timeout=30)
+            assert sum(len(chunk.users) for chunk in synthetic) == 5
+            assert _health(channel) == health_pb2.HealthCheckResponse.SERVING
+        with GatewayConnection(served.address, ca=served.ca).channel() as channel:
+            with pytest.raises(grpc.RpcError) as anonymous:
+                gateway_pb2_grpc.GatewayStub(channel).Recommend(request, timeout=10)
+            assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert _health(channel) == health_pb2.HealthCheckResponse.SERVING  # health stays open
+        with grpc.insecure_channel(served.address) as channel, pytest.raises(grpc.RpcError) as plaintext:
+            gateway_pb2_grpc.GatewayStub(channel).Recommend(request, timeout=10)
+        assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        assert served.stop() == 0
 
 
 def test_sigterm_stops_every_process_and_cleans_up(artifacts: Path) -> None:

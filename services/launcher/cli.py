@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.launcher.supervisor import LaunchError, Suite, wait_for_signal
+from services.launcher.supervisor import LaunchError, PublicTLS, Suite, wait_for_signal
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
@@ -124,6 +124,7 @@ def _start_suite(
     state_dir: Path | None,
     redis_url: str | None = None,
     triton_config: str | None = None,
+    public_tls: PublicTLS | None = None,
 ) -> Suite:
     from trainer.artifacts import ArtifactError, open_verified_version
     from trainer.triton_contract import RANKER_MODEL, REPOSITORY_DIR
@@ -153,6 +154,7 @@ def _start_suite(
         state_dir=state_dir,
         extra_env=store_env,
         triton_config=triton_config,
+        public_tls=public_tls,
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -162,9 +164,16 @@ def _start_suite(
         _fail(str(error), 1)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    console.print(f"[green]gateway ready:[/green] {address}")
+    console.print(f"[green]gateway ready:[/green] {address}" + (" (TLS, API keys)" if public_tls else ""))
     for name, metrics_address in suite.metrics_addresses.items():
         console.print(f"  metrics of {name}: {metrics_address}")
+    if public_tls is not None:
+        console.print(f"  CA of the gateway's certificate (new at every start): {suite.ca_file}")
+        # On stdout, for scripts, like the address: the CA first, the key (when one was made) last.
+        print(f"ca {suite.ca_file}", flush=True)
+        if suite.generated_api_key is not None:
+            console.print("  API key made for this run (admin role; shown this once, kept nowhere):")
+            print(f"api-key {suite.generated_api_key}", flush=True)
     print(f"gateway {address}", flush=True)  # on stdout, for scripts
     return suite
 
@@ -186,9 +195,31 @@ def serve(
             help="Triton deployment configuration (e.g. gpu, gpu-cuda: onnxruntime on GPU); default: the CPU one."
         ),
     ] = None,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="Serve the gateway's port over TLS (a certificate from the suite's CA) and require API keys.",
+        ),
+    ] = False,
+    api_keys: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --tls: the API-key file (lines from `python -m services.common.auth new-key`);"
+            " default: one admin key made for this run and printed once.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
-    """Start every service as its own process and serve until SIGTERM or Ctrl-C."""
-    suite = _start_suite(artifacts, port, host, state_dir, redis_url, triton_config)
+    """Start every service as its own process and serve until SIGTERM or Ctrl-C.
+
+    The suite's own processes always talk mTLS, with certificates from a CA made at start; the gateway's
+    port is plaintext unless --tls."""
+    if api_keys is not None and not tls:
+        _fail("--api-keys applies to --tls")
+    public = PublicTLS(api_keys) if tls else None
+    suite = _start_suite(artifacts, port, host, state_dir, redis_url, triton_config, public)
     raise typer.Exit(wait_for_signal(suite))
 
 

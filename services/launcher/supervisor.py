@@ -1,4 +1,9 @@
-"""Runs the suite: one process per service, started in dependency order, stopped without leftovers."""
+"""Runs the suite: one process per service, started in dependency order, stopped without leftovers.
+
+Every hop between the suite's own processes is mTLS: a certificate authority made fresh at each start signs
+one certificate per process (services, tritonserver, and the launcher's own health checks). The gateway's
+public port is plaintext unless `public_tls` asks for TLS with API keys.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from typing import IO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.tls import TLSFiles, channel_credentials
+from services.launcher.certificates import LocalAuthority
 from services.launcher.environment import service_environment
 from services.launcher.triton import TritonServer
 from trainer.artifacts import MANIFEST, ArtifactError, open_verified_version
@@ -65,6 +72,14 @@ class Child:
     restarts: list[float] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PublicTLS:
+    """The gateway's public port over TLS (a certificate from the suite's CA) with API-key tokens."""
+
+    # Lines as `python -m services.common.auth new-key` prints them; None: the suite makes one admin key.
+    api_keys: Path | None = None
+
+
 @dataclass
 class Suite:
     artifacts: Path
@@ -76,19 +91,74 @@ class Suite:
     grace_s: float = 5.0
     extra_env: dict[str, str] = field(default_factory=dict)
     triton_config: str | None = None
+    public_tls: PublicTLS | None = None
     children: dict[str, Child] = field(default_factory=dict)
     gateway_port: int = 0
     triton: TritonServer | None = None
     _triton_restarts: list[float] = field(default_factory=list)
     _run_dir: Path | None = None
+    authority: LocalAuthority | None = None
+    # The launcher's own certificate: its health checks, and tests or benches calling a stage directly.
+    client_tls: TLSFiles | None = None
+    # The key made for a public TLS port when none was given (shown to the operator once, never logged).
+    generated_api_key: str | None = None
 
     @property
     def gateway_address(self) -> str:
         return f"{self.host}:{self.gateway_port}"
 
+    @property
+    def ca_file(self) -> Path:
+        """The CA every certificate of this run chains to: what a TLS client of the gateway trusts."""
+        assert self.authority is not None, "the suite is not started"
+        return self.authority.ca_file
+
+    def client_credentials(self) -> grpc.ChannelCredentials:
+        """mTLS credentials accepted by every stage of this run."""
+        assert self.client_tls is not None, "the suite is not started"
+        return channel_credentials(self.client_tls.load())
+
+    def _hosts(self) -> list[str]:
+        # The address the stages dial each other on (the bind address), and loopback.
+        return sorted({self.host, "127.0.0.1", "localhost"})
+
+    def _issue(self, name: str) -> TLSFiles:
+        assert self.authority is not None
+        return self.authority.issue(name, self._hosts())
+
+    def _security_env(self, name: str) -> dict[str, str]:
+        """The child's certificate (mTLS to and from the other stages) and, for the gateway, its public port."""
+        files = self._issue(name)
+        env = {"RECSYS_TLS_DIR": str(files.cert.parent)}
+        if name != GATEWAY:
+            return env
+        if self.public_tls is None:
+            return {**env, "RECSYS_TLS_SERVER": "off"}
+        return {
+            **env,
+            "RECSYS_TLS_SERVER": "tls",
+            "RECSYS_AUTH": "api-keys",
+            "RECSYS_AUTH_API_KEYS": str(self._api_keys_file(self.public_tls)),
+        }
+
+    def _api_keys_file(self, public: PublicTLS) -> Path:
+        if public.api_keys is not None:
+            return public.api_keys.resolve()
+        from services.common.auth import new_api_key
+
+        assert self._run_dir is not None
+        key, line = new_api_key("local-admin", ["admin"])
+        path = self._run_dir / "api-keys"
+        path.write_text(line + "\n")
+        self.generated_api_key = key
+        return path
+
     def _spawn(self, name: str, env: dict[str, str]) -> Child:
         assert self._run_dir is not None
-        # Each child serves Prometheus /metrics on its own port, kept across restarts (env is kept).
+        # Each child serves Prometheus /metrics on its own port, and its certificate, kept across restarts
+        # (env is kept).
+        if "RECSYS_TLS_DIR" not in env:
+            env = {**self._security_env(name), **env}
         env = {"RECSYS_METRICS_PORT": str(free_port(self.host)), **env}
         log_dir = self.log_dir or artifact_root(self.artifacts) / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -131,8 +201,17 @@ class Suite:
             time.sleep(0.05)
         raise self._failure(child, "did not start listening in time")
 
+    def _health_channel(self, name: str, port: int) -> grpc.Channel:
+        target = f"{self.host}:{port}"
+        if name == GATEWAY and self.public_tls is None:
+            return grpc.insecure_channel(target)
+        if name == GATEWAY:  # TLS without a client certificate, as the gateway's public callers connect
+            assert self.authority is not None
+            return grpc.secure_channel(target, grpc.ssl_channel_credentials(self.ca_file.read_bytes()))
+        return grpc.secure_channel(target, self.client_credentials())
+
     def _wait_for_health(self, child: Child, port: int, deadline: float) -> None:
-        with grpc.insecure_channel(f"{self.host}:{port}") as channel:
+        with self._health_channel(child.name, port) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if child.process.poll() is not None:
@@ -164,6 +243,7 @@ class Suite:
             log_dir / "triton.log",
             self.triton_config,
             models=[self._served_model()],
+            tls=self._issue("triton"),
         )
         self.triton.start(preexec_fn=_die_with_parent)
 
@@ -193,6 +273,8 @@ class Suite:
         self._run_dir = Path(tempfile.mkdtemp(prefix="recsys-run-"))
         deadline = time.monotonic() + self.start_timeout_s
         try:
+            self.authority = LocalAuthority.create(self._run_dir / "tls")
+            self.client_tls = self._issue("launcher")
             self._start_triton()
             assert self.triton is not None
             ports = {}
@@ -204,7 +286,7 @@ class Suite:
             addresses = {f"RECSYS_{n.upper()}_ADDR": f"{self.host}:{p}" for n, p in ports.items()}
             gateway = self._spawn(GATEWAY, {"RECSYS_PORT": str(self.port), **addresses})
             self.gateway_port = gateway.port = self._wait_for_port(gateway, deadline)
-            self.triton.wait_ready(self.triton.models, max(1.0, deadline - time.monotonic()))
+            self.triton.wait_ready(self.triton.models, max(1.0, deadline - time.monotonic()), self.client_tls)
             for name in BACKENDS:
                 self._wait_for_health(self.children[name], ports[name], deadline)
             self._wait_for_health(gateway, self.gateway_port, deadline)

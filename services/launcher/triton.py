@@ -25,6 +25,7 @@ from typing import IO
 
 import pytriton
 
+from services.common.tls import TLSFiles
 from services.launcher.environment import suite_environment
 
 DIST = Path(pytriton.__file__).resolve().parent / "tritonserver"
@@ -67,6 +68,8 @@ class TritonServer:
     config_name: str | None = None
     # Models loaded at start (explicit model control); the rest of the repository loads on request.
     models: list[str] = field(default_factory=lambda: ["*"])
+    # Serve gRPC over mTLS with these files: callers must show a certificate from the same CA.
+    tls: TLSFiles | None = None
     shm_prefix: str = field(default_factory=lambda: f"recsys-{uuid.uuid4().hex[:8]}-")
     process: subprocess.Popen[bytes] | None = None
     _workspace: Path | None = None
@@ -98,6 +101,14 @@ class TritonServer:
         ]
         if self.config_name:
             command.append(f"--model-config-name={self.config_name}")
+        if self.tls is not None:
+            command += [
+                "--grpc-use-ssl=true",
+                "--grpc-use-ssl-mutual=true",
+                f"--grpc-server-cert={self.tls.cert}",
+                f"--grpc-server-key={self.tls.key}",
+                f"--grpc-root-cert={self.tls.ca}",
+            ]
         self.process = subprocess.Popen(
             command,
             env=server_environment(),
@@ -108,11 +119,21 @@ class TritonServer:
             preexec_fn=preexec_fn,
         )
 
-    def wait_ready(self, models: list[str], timeout_s: float) -> None:
+    def wait_ready(self, models: list[str], timeout_s: float, client_tls: TLSFiles | None = None) -> None:
+        """Until the server and `models` are ready; over mTLS with client_tls when the server wants it."""
         import tritonclient.grpc as triton_grpc
 
         deadline = time.monotonic() + timeout_s
-        client = triton_grpc.InferenceServerClient(self.address)
+        if client_tls is None:
+            client = triton_grpc.InferenceServerClient(self.address)
+        else:
+            client = triton_grpc.InferenceServerClient(
+                self.address,
+                ssl=True,
+                root_certificates=str(client_tls.ca),
+                private_key=str(client_tls.key),
+                certificate_chain=str(client_tls.cert),
+            )
         try:
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:
