@@ -103,6 +103,16 @@ def test_switch_current_flushes_the_root_after_the_link_moves(tmp_path: Path, sy
     assert os.readlink(root / CURRENT) == V1
 
 
+def test_the_served_ranker_link_is_flushed_after_it_moves(tmp_path: Path, syscalls: list[Event]) -> None:
+    from trainer.triton_contract import SERVING_REPOSITORY_DIR
+    from trainer.triton_repository import link_served_version
+
+    root = tmp_path.resolve()
+    link = link_served_version(root, V1)
+    placed = next(i for i, e in enumerate(syscalls) if e[0] == "replace" and e[2] == str(link))
+    assert ("fsync", str(root / SERVING_REPOSITORY_DIR)) in syscalls[placed + 1 :]
+
+
 def test_write_json_atomic_flushes_the_file_then_its_directory(tmp_path: Path, syscalls: list[Event]) -> None:
     path = tmp_path.resolve() / "state.json"
     artifacts.write_json_atomic(path, {"a": 1})

@@ -21,7 +21,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from trainer import triton_contract as contract
-from trainer.artifacts import list_versions
+from trainer.artifacts import fsync_path, list_versions
 from trainer.models.ranking import Ranker
 from trainer.ranker_onnx import MODEL_FILE as ONNX_MODEL_FILE
 from trainer.ranker_onnx import write_ranker_onnx
@@ -139,6 +139,7 @@ def link_served_version(root: Path, version: str) -> Path:
     partial.unlink(missing_ok=True)
     os.symlink(target, partial)
     os.replace(partial, link)
+    fsync_path(serving)  # the link survives a power cut before `current` moves to the version it serves
     return link
 
 

@@ -272,9 +272,11 @@ def up(
     try:
         import pandas as pd
 
+        from trainer.artifacts import open_verified_version
         from trainer.layout import HISTORIES_FILE
 
-        user_id = str(pd.read_parquet(resolve_version(artifacts) / HISTORIES_FILE, columns=["user_id"]).iloc[0, 0])
+        served = open_verified_version(artifacts).path  # the version the suite serves, fallback included
+        user_id = str(pd.read_parquet(served / HISTORIES_FILE, columns=["user_id"]).iloc[0, 0])
         print(json.dumps(_sample_recommendation(suite.gateway_address, user_id), indent=1), flush=True)
     except BaseException:
         suite.stop()
