@@ -136,3 +136,58 @@ async def test_keepalive_pings_keep_an_idle_channel_up_and_never_get_it_disconne
     )
     assert strict != "kept", "the client sent no keepalive pings on an idle channel"
     assert ours == "kept"
+
+
+class Peers(candidates_pb2_grpc.CandidateServiceServicer):
+    """Remembers the client address of every call: a new one means a new connection."""
+
+    def __init__(self) -> None:
+        self.peers: list[str] = []
+
+    async def GetCandidates(
+        self, request: candidates_pb2.GetCandidatesRequest, context: grpc.aio.ServicerContext
+    ) -> candidates_pb2.GetCandidatesResponse:
+        self.peers.append(context.peer())
+        return candidates_pb2.GetCandidatesResponse(model="peers")
+
+
+async def test_old_connections_are_recycled_without_failing_a_call() -> None:
+    """max_connection_age: the server sends GOAWAY to a connection past its age; calls in flight finish and
+    the client reconnects (re-resolving its target), so no call fails while connections turn over."""
+    peers = Peers()
+    full_name = candidates_pb2.DESCRIPTOR.services_by_name["CandidateService"].full_name
+    registration = Registration(candidates_pb2_grpc.add_CandidateServiceServicer_to_server, peers, full_name)
+    ready = asyncio.Event()
+    ready.set()
+    server, port = create_server(
+        [registration],
+        health_servicer=health.aio.HealthServicer(),
+        ready=ready,
+        max_connection_age_s=0.5,
+        max_connection_age_grace_s=5.0,
+    )
+    await server.start()
+    channel = open_channel(f"127.0.0.1:{port}")
+    try:
+        stub = candidates_pb2_grpc.CandidateServiceStub(channel)
+        request = candidates_pb2.GetCandidatesRequest(n=1)
+        ends = time.monotonic() + 3.0
+        calls = 0
+        while time.monotonic() < ends:
+            await asyncio.gather(*(stub.GetCandidates(request, timeout=5) for _ in range(4)))
+            calls += 4
+            await asyncio.sleep(0.02)
+        assert len(peers.peers) == calls
+        assert len(set(peers.peers)) >= 3, "connections older than 0.5 s were not recycled"
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+def test_services_recycle_connections_every_five_minutes_by_default() -> None:
+    from services.common.settings import EnvReader, ServerSettings
+
+    settings = ServerSettings.read(EnvReader({"RECSYS_ARTIFACTS": "/"}))
+    assert (settings.max_connection_age_s, settings.max_connection_age_grace_s) == (300.0, 660.0)
+    custom = ServerSettings.read(EnvReader({"RECSYS_ARTIFACTS": "/", "RECSYS_MAX_CONNECTION_AGE_S": "0"}))
+    assert custom.max_connection_age_s == 0.0

@@ -149,12 +149,16 @@ def create_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     credentials: grpc.ServerCredentials | None = None,
     reflection_enabled: bool = True,
+    max_connection_age_s: float = 0.0,
+    max_connection_age_grace_s: float = 660.0,
 ) -> tuple[grpc.aio.Server, int]:
     """Build a server with the given services plus health and reflection; return it and its bound port.
 
     Port 0 binds a free port, which is how tests run servers side by side. `interceptors` (authentication,
     quotas) run inside tracing and outside the error mapping, in the order given. With `credentials` the port
-    is TLS (services.common.tls); reflection can be left out of a public port.
+    is TLS (services.common.tls); reflection can be left out of a public port. A connection older than
+    `max_connection_age_s` (0: no limit) is sent GOAWAY: its calls finish (within the grace) and the client
+    reconnects, resolving its target again, so clients of a scaled-up Service find the new pods.
     """
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -166,6 +170,11 @@ def create_server(
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
+    if max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", round(max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(max_connection_age_grace_s * 1000)),
+        ]
     server = grpc.aio.server(
         # Tracing outermost: its span covers the whole call, including the error mapping.
         interceptors=[*tracing.server_interceptors(), *interceptors, ErrorInterceptor(ready)],
@@ -233,6 +242,8 @@ async def serve(
         interceptors=interceptors,
         credentials=None if tls is None else server_credentials(tls),
         reflection_enabled=settings.reflection,
+        max_connection_age_s=settings.max_connection_age_s,
+        max_connection_age_grace_s=settings.max_connection_age_grace_s,
     )
     await set_serving(health_servicer, names, serving=False)
     if settings.metrics_port >= 0:

@@ -110,6 +110,10 @@ class ServerSettings:
     port_file: Path | None
     # Server reflection (RECSYS_REFLECTION=0 leaves it out, as a public port in production should).
     reflection: bool = True
+    # Connections are recycled after this long (0: never), so a client's round robin picks up pods added
+    # since it connected; the grace lets calls on a recycled connection finish (streams run up to 600 s).
+    max_connection_age_s: float = 300.0
+    max_connection_age_grace_s: float = 660.0
 
     @classmethod
     def read(cls, env: EnvReader) -> ServerSettings:
@@ -126,4 +130,6 @@ class ServerSettings:
             reload_poll_s=env.integer("RELOAD_POLL_MS", 1_000, 0, 3_600_000) / 1000,
             port_file=Path(port_file) if port_file else None,
             reflection=env.integer("REFLECTION", 1, 0, 1) == 1,
+            max_connection_age_s=env.number("MAX_CONNECTION_AGE_S", 300.0, 0.0, 86_400.0),
+            max_connection_age_grace_s=env.number("MAX_CONNECTION_AGE_GRACE_S", 660.0, 0.0, 86_400.0),
         )
