@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -210,29 +211,41 @@ class SQLiteEventStore:
 
 # One batch in one step (a script runs atomically): the ids claimed and the events written together, or
 # neither. Redis does not roll back a script that fails half-way, hence the order: every check first, then
-# the events, the claims last, so a failure leaves no id claimed for an event that was not stored.
-# KEYS: per user of the batch, its events list then its id set. ARGV: now, the time before which an id is
-# forgotten, the two time-to-live periods, the two per-user caps; then per user its number of events n and
-# n pairs (event id or '', list entry). Returns {accepted, duplicates}.
+# the events, the claims, and the write token last, so a failure leaves no id claimed for an event that was
+# not stored and no token for a write that did not happen.
+# The write token makes one append call idempotent as a whole: redis-py resends the script once on a fresh
+# connection when the reply is lost (the connection broke or timed out after Redis ran it), and without the
+# token that resend would store every event without an event id a second time. A token seen before returns
+# the result recorded by the run that wrote, and writes nothing.
+# KEYS: per user of the batch, its events list then its id set; last, the call's write-token key. ARGV: now,
+# the time before which an id is forgotten, the two time-to-live periods, the two per-user caps, the write
+# token's time to live; then per user its number of events n and n pairs (event id or '', list entry).
+# Returns {accepted, duplicates}.
 _APPEND = """
 local now, stale_before = tonumber(ARGV[1]), tonumber(ARGV[2])
 local events_ttl, ids_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_events, max_ids = tonumber(ARGV[5]), tonumber(ARGV[6])
+local token_key, token_ttl, user_keys = KEYS[#KEYS], tonumber(ARGV[7]), #KEYS - 1
+local recorded = redis.call('GET', token_key)
+if recorded then  -- a resend of a call that already wrote: its first result, nothing written again
+  local first_accepted, first_duplicates = string.match(recorded, '^(%d+) (%d+)$')
+  return {tonumber(first_accepted), tonumber(first_duplicates)}
+end
 local function call_in_chunks(command, key, values, width)
   local chunk = 1000 * width  -- unpack has a stack limit: a few thousand values per call
   for first = 1, #values, chunk do
     redis.call(command, key, unpack(values, first, math.min(first + chunk - 1, #values)))
   end
 end
-for i = 1, #KEYS, 2 do
+for i = 1, user_keys, 2 do
   local events_type = redis.call('TYPE', KEYS[i])['ok']
   local ids_type = redis.call('TYPE', KEYS[i + 1])['ok']
   if (events_type ~= 'none' and events_type ~= 'list') or (ids_type ~= 'none' and ids_type ~= 'zset') then
     return redis.error_reply('WRONGTYPE a key of recorded events holds another type: ' .. KEYS[i])
   end
 end
-local entries, claims, accepted, duplicates, arg = {}, {}, 0, 0, 7
-for i = 1, #KEYS, 2 do
+local entries, claims, accepted, duplicates, arg = {}, {}, 0, 0, 8
+for i = 1, user_keys, 2 do
   local fresh, ids, seen = {}, {}, {}
   local n = tonumber(ARGV[arg])
   arg = arg + 1
@@ -258,14 +271,14 @@ for i = 1, #KEYS, 2 do
   entries[i], claims[i] = fresh, ids
   accepted = accepted + #fresh
 end
-for i = 1, #KEYS, 2 do
+for i = 1, user_keys, 2 do
   if #entries[i] > 0 then
     call_in_chunks('RPUSH', KEYS[i], entries[i], 1)
     redis.call('LTRIM', KEYS[i], -max_events, -1)
     redis.call('EXPIRE', KEYS[i], events_ttl)
   end
 end
-for i = 1, #KEYS, 2 do
+for i = 1, user_keys, 2 do
   if #claims[i] > 0 then
     call_in_chunks('ZADD', KEYS[i + 1], claims[i], 2)
     redis.call('ZREMRANGEBYSCORE', KEYS[i + 1], '-inf', '(' .. ARGV[2])
@@ -273,6 +286,7 @@ for i = 1, #KEYS, 2 do
     redis.call('EXPIRE', KEYS[i + 1], ids_ttl)
   end
 end
+redis.call('SET', token_key, accepted .. ' ' .. duplicates, 'EX', token_ttl)
 return {accepted, duplicates}
 """
 
@@ -292,7 +306,13 @@ class RedisEventStore:
     """Shared by several feature-service replicas. Per user a list of "timestamp<TAB>item_id" entries (ids
     never contain a tab: validation refuses control characters) and a sorted set of event ids scored by
     the time they were recorded; both expire once their retention passes without a write. Every key ends
-    in the one user id it belongs to, after a fixed prefix, so ids holding ':' cannot make two keys meet."""
+    in the one user id it belongs to, after a fixed prefix, so ids holding ':' cannot make two keys meet.
+    Each append also leaves a short-lived write token with its result, so a resent append writes nothing."""
+
+    # redis-py's one retry resends within seconds, so a minute is plenty. The cost: one string key per append
+    # held this long, about 180 bytes of Redis memory with its expiry (measured on Redis 7.0), so 1000
+    # appends a second keep about 11 MB of tokens.
+    write_token_ttl_s = 60
 
     def __init__(
         self,
@@ -329,6 +349,9 @@ class RedisEventStore:
 
     def event_ids_key(self, user_id: str) -> str:
         return f"{self.prefix}:user-event-ids:{user_id}"
+
+    def write_token_key(self, token: str) -> str:
+        return f"{self.prefix}:write:{token}"
 
     async def open(self) -> None:
         client = await open_redis(self.url, self.ca_file)
@@ -370,12 +393,14 @@ class RedisEventStore:
             math.ceil(self.event_id_retention_s),
             self.max_events_per_user,
             self.max_event_ids_per_user,
+            self.write_token_ttl_s,
         ]
         for user_id, user_events in by_user.items():
             keys += [self.events_key(user_id), self.event_ids_key(user_id)]
             args.append(len(user_events))
             for event in user_events:
                 args += [event.event_id, f"{event.timestamp}\t{event.item_id}"]
+        keys.append(self.write_token_key(secrets.token_hex(16)))  # one per call: a resend of it reuses it
         with redis_failures("write"):
             accepted, duplicates = await self._append_script(keys=keys, args=args)
         return int(accepted), int(duplicates)
