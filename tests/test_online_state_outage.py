@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -45,13 +45,6 @@ def version_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (directory / CATALOG_DIR).mkdir()
     data.users.astype(str).to_parquet(directory / CATALOG_DIR / "users.parquet", index=False)
     return directory
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    yield server
-    server.stop()
 
 
 @pytest.fixture
