@@ -43,8 +43,8 @@ from services.common.auth import (
 from services.common.quotas import QuotaInterceptor, gateway_interceptors
 from services.common.server import Registration
 from services.common.settings import EnvReader, SettingsError
-from tests.conftest import free_port
 from tests.gateway_harness import bearer, events, recommend, register, serve_gateway, synthetic
+from tests.redis_server import free_port
 
 AUDIENCE = "recsys-gateway"
 ISSUER = "https://idp.example.test/"

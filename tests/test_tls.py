@@ -48,7 +48,11 @@ async def _check(port: int, credentials: grpc.ChannelCredentials) -> grpc.Status
 
 
 @pytest.fixture
-async def mtls_server(authority: LocalAuthority) -> AsyncIterator[tuple[int, TLSFiles]]:
+async def mtls_server(
+    authority: LocalAuthority, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[int, TLSFiles]]:
+    # Every handshake looks at the files (the server reads this when it is built): rotations are seen at once.
+    monkeypatch.setattr(tls, "RECHECK_S", 0.0)
     files = authority.issue("features", ["127.0.0.1", "localhost"])
     server, port = await _serve(TLSSettings(files, "mtls"))
     yield port, files
@@ -89,7 +93,6 @@ async def test_tls_mode_serves_callers_without_a_certificate(authority: LocalAut
 async def test_a_rotated_certificate_serves_the_next_handshake_without_restart(
     mtls_server: tuple[int, TLSFiles], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tls, "RECHECK_S", 0.0)
     port, files = mtls_server
     # A whole new authority, written over the server's files the way a Secret update replaces them.
     renewed = LocalAuthority.create(tmp_path / "renewed")
@@ -104,7 +107,6 @@ async def test_a_rotated_certificate_serves_the_next_handshake_without_restart(
 async def test_broken_new_files_keep_the_previous_certificate_serving(
     mtls_server: tuple[int, TLSFiles], authority: LocalAuthority, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tls, "RECHECK_S", 0.0)
     port, files = mtls_server
     caller = channel_credentials(authority.issue("gateway", ["127.0.0.1"]).load())
     files.key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nhalf written")

@@ -12,7 +12,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
 from services.launcher.triton import TritonServer
-from tests.conftest import free_port
+from tests.redis_server import free_port
 from trainer import triton_contract as contract
 from trainer.models.markov import Markov
 from trainer.models.ranking import Ranker

@@ -53,7 +53,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, NoReturn, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 from urllib.parse import urlparse
 
 import grpc
@@ -63,6 +63,7 @@ from services.common import metrics
 from services.common.errors import DomainError, Unavailable, to_grpc_status
 from services.common.interceptors import PerMethodInterceptor
 from services.common.settings import ENV_PREFIX, EnvReader, SettingsError
+from services.common.watched import RECHECK_S, Watched
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,6 @@ HEALTH_METHODS = "/grpc.health.v1.Health/"
 # Only asymmetric algorithms: with them the gateway holds nothing that can sign a token.
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 DEFAULT_ALGORITHMS = "RS256,ES256,EdDSA"
-# How often a watched file's modification time may be looked at; a stat a second is free.
-RECHECK_S = 1.0
 # A JWKS fetch holds up the calls waiting for a key; an identity provider slower than this is down.
 JWKS_FETCH_TIMEOUT_S = 5.0
 API_KEY_PREFIX = "rk_"
@@ -225,19 +224,10 @@ class GatingInterceptor(PerMethodInterceptor):
 # --- files read again when they change --------------------------------------------------------------------
 
 
-def _stamp(path: Path) -> tuple[int, int, int]:
-    """Changes when the file is rewritten or replaced (a Secret update swaps a symlink); (-1, ...) if gone."""
-    try:
-        status = path.stat()
-    except OSError:
-        return (-1, -1, -1)
-    return (status.st_mtime_ns, status.st_ino, status.st_size)
-
-
-class WatchedFile(Generic[T]):
-    """A file's parsed content, parsed again when the file changes, looked at no more than once per
-    `recheck_s`. A version that cannot be read or parsed (half-written during a rotation) is refused and the
-    previous one stays in force; the first must parse (OSError/ValueError otherwise)."""
+class WatchedFile(Watched[T]):
+    """One UTF-8 file's parsed content, parsed again when the file changes (services.common.watched): a
+    version that cannot be read or parsed is refused and the previous one stays; the first must parse
+    (OSError/ValueError otherwise)."""
 
     def __init__(
         self,
@@ -248,35 +238,13 @@ class WatchedFile(Generic[T]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
-        self._parse = parse
-        self._recheck_s = recheck_s
-        self._clock = clock
-        # Stamped before reading: a change while reading is seen at the next check.
-        self._stamp = _stamp(path)
-        self.value = parse(path.read_text(encoding="utf-8"))
-        self._checked_at = clock()
-
-    def current(self) -> T:
-        now = self._clock()
-        if now - self._checked_at >= self._recheck_s:
-            self._checked_at = now
-            self._reload_if_changed()
-        return self.value
-
-    def _reload_if_changed(self) -> None:
-        stamp = _stamp(self.path)
-        if stamp == self._stamp:
-            return
-        try:
-            value = self._parse(self.path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as error:
-            reason = error.strerror if isinstance(error, OSError) else str(error)
-            log.warning(
-                "changed file refused; the previous version stays", extra={"path": str(self.path), "error": reason}
-            )
-            return
-        self._stamp, self.value = stamp, value
-        log.info("file reloaded", extra={"path": str(self.path)})
+        super().__init__(
+            [path],
+            lambda: parse(path.read_text(encoding="utf-8")),
+            (OSError, ValueError),  # UnicodeDecodeError is a ValueError
+            recheck_s=recheck_s,
+            clock=clock,
+        )
 
 
 # --- checking a token -------------------------------------------------------------------------------------

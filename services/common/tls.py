@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,14 +24,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from services.common.settings import ENV_PREFIX, EnvReader
+from services.common.watched import RECHECK_S, Watched
 
 log = logging.getLogger(__name__)
 
 SERVER_MODES = ("off", "tls", "mtls")
 # The file names of a kubernetes.io/tls Secret written by cert-manager (ca.crt included).
 CERT_FILE, KEY_FILE, CA_FILE = "tls.crt", "tls.key", "ca.crt"
-# How often a handshake may look at the files' modification times; a stat per second is free.
-RECHECK_S = 1.0
 
 
 class TLSError(ValueError):
@@ -59,17 +57,9 @@ class TLSFiles:
     def in_directory(cls, directory: Path) -> TLSFiles:
         return cls(directory / CERT_FILE, directory / KEY_FILE, directory / CA_FILE)
 
-    def stamp(self) -> tuple[tuple[int, int], ...]:
-        """Changes whenever one of the files is replaced or rewritten (a Secret update swaps a symlink)."""
-        stamps = []
-        for path in (self.cert, self.key, self.ca):
-            try:
-                status = path.stat()
-            except OSError:
-                stamps.append((-1, -1))
-            else:
-                stamps.append((status.st_mtime_ns, status.st_ino))
-        return tuple(stamps)
+    @property
+    def paths(self) -> tuple[Path, Path, Path]:
+        return (self.cert, self.key, self.ca)
 
     def load(self) -> TLSMaterial:
         """Read and check the three files: each parses, and the key is the certificate's key."""
@@ -130,34 +120,18 @@ def _server_config(material: TLSMaterial) -> grpc.ServerCertificateConfiguration
 
 
 class _ServerCertificates:
-    """The fetcher grpc calls before each handshake: new files are loaded when their stamp moves; files
-    that fail to load (half-written during a rotation) keep the previous certificate serving."""
+    """The fetcher grpc calls before each handshake: new files are loaded when they change (a handshake
+    looks at most once per RECHECK_S); files that fail to load keep the previous certificate serving."""
 
     def __init__(self, files: TLSFiles, clock: Callable[[], float] = time.monotonic) -> None:
         self.files = files
-        self._clock = clock
-        self._lock = threading.Lock()  # grpc may call from several of its threads
-        self._stamp = files.stamp()
-        self._checked_at = clock()
-        self.initial = files.load()
+        self._material = Watched(files.paths, files.load, (TLSError,), recheck_s=RECHECK_S, clock=clock)
+        self.initial = self._material.value
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
-        with self._lock:
-            now = self._clock()
-            if now - self._checked_at < RECHECK_S:
-                return None
-            self._checked_at = now
-            stamp = self.files.stamp()
-            if stamp == self._stamp:
-                return None
-            try:
-                material = self.files.load()
-            except TLSError as error:
-                log.warning(
-                    "new certificate files refused; still serving the previous ones", extra={"error": str(error)}
-                )
-                return None
-            self._stamp = stamp
+        if not self._material.refresh():
+            return None  # grpc keeps the configuration it has
+        material = self._material.value
         log.info(
             "server certificate reloaded", extra={"cert": str(self.files.cert), "not_after": str(material.not_after)}
         )
@@ -189,25 +163,19 @@ class ClientCertificates:
 
     def __init__(self, files: TLSFiles) -> None:
         self.files = files
-        self._stamp = files.stamp()
-        self.material = files.load()
+        # Looked at whenever asked: the caller polls at its own pace.
+        self._material = Watched(files.paths, files.load, (TLSError,), recheck_s=0.0)
+
+    @property
+    def material(self) -> TLSMaterial:
+        return self._material.value
 
     def credentials(self) -> grpc.ChannelCredentials:
         return channel_credentials(self.material)
 
     def reload_if_changed(self) -> bool:
         """True when new files were loaded; files that fail to load leave the current ones in use."""
-        stamp = self.files.stamp()
-        if stamp == self._stamp:
-            return False
-        try:
-            material = self.files.load()
-        except TLSError as error:
-            log.warning("new client certificate refused; keeping the previous one", extra={"error": str(error)})
-            return False
-        self._stamp, self.material = stamp, material
-        log.info("client certificate reloaded", extra={"cert": str(self.files.cert)})
-        return True
+        return self._material.refresh()
 
 
 def write_private(path: Path, data: bytes) -> None:
