@@ -8,6 +8,7 @@ import logging
 
 from services.candidates.core import CandidateCore
 from services.common.item_registry import ItemRegistry
+from services.common.logs import Throttled
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ class RegistryFollower:
         # One poll at a time: a poll of the old core must not move the cursor of a newly attached one.
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._poll_failed = Throttled(log)  # polls every interval_s: an outage would log at that rate
 
     async def open(self) -> None:
         await self.registry.open()
@@ -52,7 +54,7 @@ class RegistryFollower:
             try:
                 await self.catch_up()
             except Exception as error:  # noqa: BLE001 - a failed poll is retried; serving goes on
-                log.warning("item registry poll failed", extra={"error": str(error)})
+                self._poll_failed.warning("item registry poll failed", error=str(error))
 
     async def close(self) -> None:
         if self._task is not None:

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from services.common.tracing import current_ids
@@ -41,3 +42,23 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+class Throttled:
+    """A warning that can repeat on every request (a store down): the first is logged at once, then at most
+    one per `interval_s`, carrying how many were held back since, so an outage does not flood the logs."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.logger = logger
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last = -float("inf")
+        self._held_back = 0
+
+    def warning(self, message: str, **fields: Any) -> None:
+        now = self._clock()
+        if now - self._last < self.interval_s:
+            self._held_back += 1
+            return
+        self.logger.warning(message, extra={**fields, "repeats_held_back": self._held_back})
+        self._last, self._held_back = now, 0

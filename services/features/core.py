@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from services.common.errors import Unavailable, Violations
+from services.common.logs import Throttled
 from services.common.validation import EventInput, check_attributes, check_id, validate_events
 from services.features.adapters import EventStore
 from trainer.attributes import EncodedAttributes
@@ -20,6 +21,8 @@ from trainer.sequences import EncodedSequences
 from trainer.workflow import Workflow
 
 log = logging.getLogger(__name__)
+# Every request hits the same store outage: one line per interval, with the count held back.
+_STORE_UNREADABLE = Throttled(log)
 
 MAX_ITEMS_PER_ENCODE = 1000
 
@@ -121,7 +124,9 @@ class FeatureCore:
             online_state_missing = False
         except Unavailable as error:
             # A recommendation from the training history beats none; the reply says what it lacks.
-            log.warning("recorded events unreadable: context from the artefact alone", extra={"error": error.message})
+            _STORE_UNREADABLE.warning(
+                "recorded events unreadable: context from the artefact alone", error=error.message
+            )
             recorded, online_state_missing = [], True
         items, times = self.merged_history(user_id, recorded)
         if recorded:
