@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from trainer.artifacts import load_manifest, resolve_version
 from trainer.evaluation import hit_rate_ndcg
@@ -27,6 +28,8 @@ from trainer.triton_repository import MODEL_VERSION
 from trainer.workflow import Workflow
 
 EASE_LAMBDAS = (50.0, 200.0, 500.0, 1000.0, 3000.0)
+# Test users scored at once by EASE: a chunk x items block of scores, never users x items.
+EASE_CHUNK = 1024
 
 
 def metrics(lists: list[np.ndarray], targets: np.ndarray, depths: tuple[int, ...]) -> dict[str, float]:
@@ -37,7 +40,7 @@ def metrics(lists: list[np.ndarray], targets: np.ndarray, depths: tuple[int, ...
 
 
 def ease_lists(
-    train: np.ndarray,
+    train: sp.csr_matrix,
     histories: list[np.ndarray],
     rows: list[int],
     n: int,
@@ -45,15 +48,19 @@ def ease_lists(
     depths: tuple[int, ...],
 ) -> dict[str, Any]:
     """EASE (Steck 2019) with lambda picked on the test users themselves, as recbench does: an optimistic
-    reference, which makes beating it harder, not easier."""
-    gram = train.T @ train
+    reference, which makes beating it harder, not easier. train: the users x items interactions, sparse;
+    only the items x items Gram matrix and its inverse are dense."""
+    gram = (train.T @ train).toarray().astype(np.float32)
     best: dict[str, Any] | None = None
     for lam in EASE_LAMBDAS:
         inverse = np.linalg.inv(gram + lam * np.eye(gram.shape[0], dtype=np.float32))
         weights = inverse / (-np.diag(inverse))
         np.fill_diagonal(weights, 0.0)
-        scores = train[rows] @ weights
-        lists = [top_n(np.concatenate([[0.0], s]), n, h) for s, h in zip(scores, histories, strict=True)]
+        lists = []
+        for first in range(0, len(rows), EASE_CHUNK):
+            scores = np.asarray(train[rows[first : first + EASE_CHUNK]] @ weights)
+            chunk = histories[first : first + EASE_CHUNK]
+            lists += [top_n(np.concatenate([[0.0], s]), n, h) for s, h in zip(scores, chunk, strict=True)]
         result = {**metrics(lists, targets, depths), "lambda": lam}
         if best is None or result["NDCG@10"] > best["NDCG@10"]:
             best = result
@@ -61,7 +68,11 @@ def ease_lists(
     return best
 
 
-def evaluate_split(split: Path, artifacts: Path, with_ease: bool = True) -> dict[str, Any]:
+def evaluate_split(
+    split: Path, artifacts: Path, with_ease: bool = True, max_users: int | None = None
+) -> dict[str, Any]:
+    """max_users: score a seeded sample of that many test users (a data set of millions of users), the same
+    sample for every model and baseline."""
     started = time.perf_counter()
     version_dir = resolve_version(artifacts)
     manifest = load_manifest(version_dir)
@@ -76,6 +87,9 @@ def evaluate_split(split: Path, artifacts: Path, with_ease: bool = True) -> dict
 
     train = pd.read_csv(split / "train.csv", dtype={"user_id": str, "item_id": str})
     test = pd.read_csv(split / "test.csv", dtype={"user_id": str, "item_id": str})
+    tested_users = len(test)
+    if max_users is not None and len(test) > max_users:
+        test = test.sample(n=max_users, random_state=int(config["seed"])).sort_index()
     train = train.reset_index().sort_values(["user_id", "timestamp", "index"], kind="stable")
     grouped = {u: g["item_id"].to_numpy() for u, g in train.groupby("user_id", sort=False)}
     targets = workflow.items.encode(test["item_id"].to_numpy())
@@ -98,6 +112,7 @@ def evaluate_split(split: Path, artifacts: Path, with_ease: bool = True) -> dict
         "split": str(split),
         "artifact_version": manifest["version"],
         "users": len(test),
+        "test_users": tested_users,
         "targets_unknown_to_the_model": int(np.count_nonzero(targets == 0)),
         "candidates": {
             "model": scorer.model.name,
@@ -111,10 +126,13 @@ def evaluate_split(split: Path, artifacts: Path, with_ease: bool = True) -> dict
     }
     if with_ease:
         n_items = workflow.items.size
-        matrix = np.zeros((workflow.users.size, n_items - 1), dtype=np.float32)
         encoded = workflow.encode_interactions(train.assign(timestamp=train["timestamp"].astype(np.int64)))
         known = encoded[(encoded["user_index"] > 0) & (encoded["item_index"] > 0)]
-        matrix[known["user_index"].to_numpy(), known["item_index"].to_numpy() - 1] = 1.0
+        matrix = sp.csr_matrix(
+            (np.ones(len(known), np.float32), (known["user_index"].to_numpy(), known["item_index"].to_numpy() - 1)),
+            shape=(workflow.users.size, n_items - 1),
+        )
+        matrix.data[:] = 1.0  # a pair seen twice is still one interaction
         rows = workflow.users.encode(test["user_id"].to_numpy()).tolist()
         result["ease"] = ease_lists(matrix, histories, rows, n, targets, depths)
     if (version_dir / GAN_DIR).is_dir():
