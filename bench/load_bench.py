@@ -18,7 +18,9 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,9 @@ sys.path.insert(0, str(ROOT))
 from processes import free_port, start_server  # noqa: E402
 
 from recsys.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
+
+if TYPE_CHECKING:
+    import grpc
 
 
 class Recorder:
@@ -83,14 +88,19 @@ async def call(stub: gateway_pb2_grpc.GatewayStub, user: str, recorder: Recorder
 
 
 async def closed_loop(
-    target: str, users: list[str], concurrency: int, seconds: float, during: str | None = None
+    target: str,
+    users: list[str],
+    concurrency: int,
+    seconds: float,
+    during: str | None = None,
+    open_channel: Callable[[], grpc.aio.Channel] | None = None,
 ) -> dict:  # type: ignore[type-arg]
     """C callers for `seconds`; with `during`, for `seconds` before the command, while it runs, and `seconds`
-    after it exits."""
+    after it exits. `open_channel` makes the one channel they share (default: plaintext to `target`)."""
     import grpc
 
     recorder = Recorder()
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with (open_channel or (lambda: grpc.aio.insecure_channel(target)))() as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         for user in users[:20]:  # warm-up
             await call(stub, user, Recorder(), 5.0)
