@@ -19,7 +19,7 @@ from services.common.auth import authentication, new_api_key
 from services.common.settings import EnvReader
 from services.gateway.client import GatewayConnection
 from services.launcher.certificates import LocalAuthority
-from tests.gateway_harness import serve_gateway
+from tests.gateway_harness import serve_gateway, synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 RECBENCH = ROOT.parent / "shared" / "tools" / "recbench.py"
@@ -76,3 +76,22 @@ async def test_recbench_runs_unchanged_through_the_secure_client(tmp_path: Path)
     # The harness validates nothing, so every probe is accepted: what matters is that each call went
     # through TLS and the token (no UNAUTHENTICATED or UNAVAILABLE).
     assert answers["k=0"] == "OK (accepted)" and answers["empty user_id"] == "OK (accepted)"
+
+
+async def test_the_blocking_client_sends_the_token_on_unary_and_streaming_calls(tmp_path: Path) -> None:
+    credentials, key, ca, interceptor = _secure_gateway(tmp_path)
+    async with serve_gateway([interceptor], credentials=credentials) as gateway:
+        target = f"127.0.0.1:{gateway.port}"
+
+        def calls() -> tuple[str, grpc.StatusCode]:
+            with GatewayConnection(target, ca=ca, token=key).channel() as channel:
+                stub = gateway_pb2_grpc.GatewayStub(channel)
+                reply = stub.Recommend(gateway_pb2.RecommendRequest(user_id="u1", k=1), timeout=5)
+                # The key holds the recommend role only: refused for want of admin, not for want of a token.
+                with pytest.raises(grpc.RpcError) as streamed:
+                    list(stub.GenerateSynthetic(synthetic(), timeout=5))
+            return reply.model_version, streamed.value.code()  # type: ignore[attr-defined]
+
+        client, stream_code = await asyncio.to_thread(calls)
+    assert client == "shop"
+    assert stream_code == grpc.StatusCode.PERMISSION_DENIED
