@@ -103,6 +103,8 @@ def _check_ranges(config: dict[str, Any]) -> None:
         (config["item_knn"]["shrinkage"] >= 0, "item_knn.shrinkage must be >= 0"),
         (config["popularity"]["half_life_days"] >= 0, "popularity.half_life_days must be >= 0"),
         (config["ranking"]["validation_users"] >= 1, "ranking.validation_users must be >= 1"),
+        (config["ranking"]["sampled_softmax_min_items"] >= 0, "ranking.sampled_softmax_min_items must be >= 0"),
+        (config["ranking"]["sampled_negatives"] >= 1, "ranking.sampled_negatives must be >= 1"),
         (config["markov"]["neighbours"] >= 1, "markov.neighbours must be >= 1"),
         (config["markov"]["order"] >= 1, "markov.order must be >= 1"),
         (0 < config["item_knn"]["recency_decay"] <= 1, "item_knn.recency_decay must be in (0, 1]"),

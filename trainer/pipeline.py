@@ -51,7 +51,7 @@ from trainer.models.markov import Markov
 from trainer.models.neighbours import top_n
 from trainer.models.popularity import fit_popularity, save_popularity
 from trainer.models.ranking import Ranker, fit_weights
-from trainer.models.sequential import Caser, GRU4Rec, train_caser, train_gru4rec
+from trainer.models.sequential import Caser, GRU4Rec, choose_softmax, train_caser, train_gru4rec
 from trainer.report import plot_curves, plot_gan_curves
 from trainer.synthesis import GAN_DIR, Synthesis, fit_synthesis
 from trainer.synthetic_quality import synthetic_quality
@@ -157,22 +157,33 @@ class ValidationResult:
 
 def train_sequence_models(
     histories: dict[int, np.ndarray], workflow: Workflow, config: dict[str, Any], step: Step | None
-) -> tuple[GRU4Rec | None, Caser | None, dict[str, list[float]]]:
+) -> tuple[GRU4Rec | None, Caser | None, dict[str, list[float]], dict[str, dict[str, Any]]]:
+    """GRU4Rec and Caser as ranking.models asks; their loss curves, and per model the softmax (full or sampled,
+    by catalogue size) and the training seconds."""
     users = sorted(u for u in histories if u > 0)
     sequences = [histories[u] for u in users]
     gru4rec = caser = None
     losses: dict[str, list[float]] = {}
-    if "gru4rec" in config["ranking"]["models"]:
+    training: dict[str, dict[str, Any]] = {}
+    ranking = config["ranking"]
+    softmax = choose_softmax(workflow.items.size, ranking["sampled_softmax_min_items"], ranking["sampled_negatives"])
+    if "gru4rec" in ranking["models"]:
         if step is not None:
             step("ranking: training GRU4Rec")
-        gru4rec, losses["gru4rec"] = train_gru4rec(sequences, workflow.items.size, config["gru4rec"], config["seed"])
-    if "caser" in config["ranking"]["models"]:
+        started = time.perf_counter()
+        gru4rec, losses["gru4rec"] = train_gru4rec(
+            sequences, workflow.items.size, config["gru4rec"], config["seed"], softmax
+        )
+        training["gru4rec"] = {**softmax.describe(), "seconds": round(time.perf_counter() - started, 3)}
+    if "caser" in ranking["models"]:
         if step is not None:
             step("ranking: training Caser")
+        started = time.perf_counter()
         caser, losses["caser"] = train_caser(
-            sequences, users, workflow.items.size, workflow.users.size, config["caser"], config["seed"]
+            sequences, users, workflow.items.size, workflow.users.size, config["caser"], config["seed"], softmax
         )
-    return gru4rec, caser, losses
+        training["caser"] = {**softmax.describe(), "seconds": round(time.perf_counter() - started, 3)}
+    return gru4rec, caser, losses, training
 
 
 def validate(
@@ -206,7 +217,7 @@ def validate(
 
     models = fit_models(train_rows, workflow, config, validation_ndcg, step=step)
     candidates = candidate_lists(models.candidates)
-    gru4rec, caser, losses = train_sequence_models(histories, workflow, config, step)
+    gru4rec, caser, losses, ranker_training = train_sequence_models(histories, workflow, config, step)
     ranker = Ranker(models.markov, gru4rec, caser)
     per_user = [
         (best, ranker.components(histories[user][-max_history:], user, best, scores))
@@ -228,6 +239,7 @@ def validate(
         "blend": {**hit_rate_ndcg(blended, targets, 10), "HR@100": hit_rate_ndcg(blended, targets, 100)["HR@100"]},
         "blend_weights": ranker.weights,
         "ranker_losses": losses,
+        "ranker_training": ranker_training,
     }
     trained = models.autoencoder
     return ValidationResult(metrics, ranker, trained.best_epoch if trained else None, trained.curves if trained else {})

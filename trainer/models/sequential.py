@@ -1,5 +1,6 @@
 """Next-item rankers over time-ordered histories: GRU4Rec (Hidasi et al., ICLR 2016) and Caser (Tang & Wang,
-WSDM 2018). Keras 3 for training with a full softmax over the catalogue; the trained weights are exported as
+WSDM 2018). Keras 3 for training with a full softmax over the catalogue or, for large catalogues, a sampled
+softmax with logQ correction (only the loss differs: the layers are the same); the trained weights are exported as
 .npy arrays and run in numpy (validation, the blend's fit, `recsys evaluate`; Triton serves the same
 computation as an ONNX graph, trainer/ranker_onnx.py), where the sequence is encoded once per request
 and the candidates are scored against that state: cost grows with the candidates only by a dot product.
@@ -54,6 +55,120 @@ def caser_windows(sequences: list[np.ndarray], users: list[int], length: int) ->
     )
 
 
+# ---------------------------------------------------------------- the softmax
+
+
+@dataclass(frozen=True)
+class SoftmaxChoice:
+    """How a sequence model's next-item loss treats the catalogue: "full" (every item's logit) or "sampled"
+    (the true item against `negatives` items drawn by popularity, logQ-corrected)."""
+
+    kind: str
+    negatives: int
+    min_items: int  # the catalogue size from which the sampled softmax is used
+
+    def describe(self) -> dict[str, Any]:
+        return {"softmax": self.kind, "negatives": self.negatives, "sampled_softmax_min_items": self.min_items}
+
+
+FULL_SOFTMAX = SoftmaxChoice("full", 0, 0)
+
+
+def choose_softmax(n_items: int, min_items: int, negatives: int) -> SoftmaxChoice:
+    """Full softmax below `min_items` items (its logits are [batch, n_items] per step), sampled from there on.
+    At most every item but the padding can be a negative."""
+    if n_items < max(min_items, 2):
+        return SoftmaxChoice("full", 0, min_items)
+    return SoftmaxChoice("sampled", max(1, min(negatives, n_items - 1)), min_items)
+
+
+def item_unigrams(sequences: list[np.ndarray], n_items: int) -> list[float]:
+    """Each item's interaction count in the training sequences: the sampling distribution of the negatives.
+    Padding (0) gets 0, so it is never drawn; items never seen get the weight of one interaction so that, as
+    under the full softmax, their logits are still pushed down."""
+    counts = np.bincount(np.concatenate([*sequences, np.zeros(0, np.int64)]).astype(np.int64), minlength=n_items)
+    unigrams = np.maximum(counts[:n_items], 1).astype(np.float64)
+    unigrams[0] = 0.0
+    return [float(v) for v in unigrams]
+
+
+def sampled_softmax_trainer(model: Any, unigrams: list[float], negatives: int, seed: int) -> Any:
+    """A Keras model that trains `model`'s own layers (shared variables) with a sampled softmax.
+
+    It runs `model` up to the input of its "output" Dense layer and scores only the true next item and
+    `negatives` items drawn (without replacement, shared by the batch) in proportion to `unigrams`, with
+    `tf.nn.sampled_softmax_loss`: each sampled logit minus the log of its expected count (the logQ correction
+    of Yi et al., RecSys 2019, which keeps popular items from being over-penalised), and a negative that
+    equals the row's target removed. Positions whose target is padding (0) carry no loss. `model` keeps
+    computing full logits, so export and serving read the same weights as after full-softmax training."""
+    import keras
+    import tensorflow as tf
+
+    output = model.get_layer("output")
+    n_items = len(unigrams)
+
+    class SampledSoftmaxTrainer(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = keras.Model(model.inputs, output.input)
+            self.output_layer = output
+
+        def call(self, inputs: Any, training: bool | None = None) -> Any:
+            return self.encoder(inputs, training=training)
+
+        def compute_loss(
+            self,
+            x: Any = None,
+            y: Any = None,
+            y_pred: Any = None,
+            sample_weight: Any = None,
+            training: bool = True,
+        ) -> Any:
+            states = tf.reshape(y_pred, [-1, y_pred.shape[-1]])
+            targets = tf.reshape(tf.cast(y, tf.int64), [-1])
+            keep = targets > 0
+            states, targets = tf.boolean_mask(states, keep), tf.boolean_mask(targets, keep)[:, None]
+            sampled = tf.random.fixed_unigram_candidate_sampler(
+                targets, 1, negatives, True, n_items, unigrams=unigrams, seed=seed
+            )
+            losses = tf.nn.sampled_softmax_loss(
+                weights=tf.transpose(tf.convert_to_tensor(self.output_layer.kernel)),
+                biases=tf.convert_to_tensor(self.output_layer.bias),
+                labels=targets,
+                inputs=states,
+                num_sampled=negatives,
+                num_classes=n_items,
+                sampled_values=sampled,
+                remove_accidental_hits=True,
+            )
+            mean = tf.math.divide_no_nan(tf.reduce_sum(losses), tf.cast(tf.size(losses), losses.dtype))
+            # Replicas' gradients are summed (tf.distribute): each contributes its share, as Keras' losses do.
+            return mean / tf.distribute.get_strategy().num_replicas_in_sync
+
+    return SampledSoftmaxTrainer()
+
+
+def _fit(
+    model: Any,
+    x: Any,
+    y: np.ndarray,
+    unigrams: list[float],
+    softmax: SoftmaxChoice,
+    config: dict[str, Any],
+    seed: int,
+) -> list[float]:
+    """Trains `model` (built, and compiled for the full softmax) with the chosen softmax; the loss per epoch."""
+    trainer = model
+    if softmax.kind == "sampled":
+        import keras
+
+        with distributed.scope():
+            trainer = sampled_softmax_trainer(model, unigrams, softmax.negatives, seed)
+            trainer.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+    history = trainer.fit(x, y, batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True, verbose=0)
+    return [float(v) for v in history.history["loss"]]
+
+
 # ---------------------------------------------------------------- GRU4Rec
 
 
@@ -75,19 +190,21 @@ def build_gru4rec(n_items: int, config: dict[str, Any]) -> Any:
 
 
 def train_gru4rec(
-    sequences: list[np.ndarray], n_items: int, config: dict[str, Any], seed: int
+    sequences: list[np.ndarray],
+    n_items: int,
+    config: dict[str, Any],
+    seed: int,
+    softmax: SoftmaxChoice = FULL_SOFTMAX,
 ) -> tuple[GRU4Rec, list[float]]:
-    """Next-item prediction at every position of each user's sequence (full softmax cross-entropy)."""
+    """Next-item prediction at every position of each user's sequence (softmax cross-entropy, full or sampled)."""
     import keras
 
     keras.utils.set_random_seed(seed)
     chunks = gru_chunks(sequences, config["max_length"])
     with distributed.scope():
         model = build_gru4rec(n_items, config)
-    history = model.fit(
-        chunks[:, :-1], chunks[:, 1:], batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True, verbose=0
-    )
-    return GRU4Rec.from_model(model), [float(v) for v in history.history["loss"]]
+    losses = _fit(model, chunks[:, :-1], chunks[:, 1:], item_unigrams(sequences, n_items), softmax, config, seed)
+    return GRU4Rec.from_model(model), losses
 
 
 @dataclass
@@ -180,19 +297,23 @@ def build_caser(n_items: int, n_users: int, config: dict[str, Any]) -> Any:
 
 
 def train_caser(
-    sequences: list[np.ndarray], users: list[int], n_items: int, n_users: int, config: dict[str, Any], seed: int
+    sequences: list[np.ndarray],
+    users: list[int],
+    n_items: int,
+    n_users: int,
+    config: dict[str, Any],
+    seed: int,
+    softmax: SoftmaxChoice = FULL_SOFTMAX,
 ) -> tuple[Caser, list[float]]:
-    """Next-item prediction from every window of L items (full softmax cross-entropy)."""
+    """Next-item prediction from every window of L items (softmax cross-entropy, full or sampled)."""
     import keras
 
     keras.utils.set_random_seed(seed)
     windows, owners, targets = caser_windows(sequences, users, config["length"])
     with distributed.scope():
         model = build_caser(n_items, n_users, config)
-    history = model.fit(
-        [windows, owners], targets, batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True, verbose=0
-    )
-    return Caser.from_model(model, config["length"]), [float(v) for v in history.history["loss"]]
+    losses = _fit(model, [windows, owners], targets, item_unigrams(sequences, n_items), softmax, config, seed)
+    return Caser.from_model(model, config["length"]), losses
 
 
 @dataclass
