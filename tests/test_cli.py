@@ -133,6 +133,19 @@ def test_train_with_no_usable_rows(tmp_path: Path) -> None:
     assert "no usable interactions" in text(result)
 
 
+def test_train_reads_parquet_interactions(tmp_path: Path) -> None:
+    # Every row is rejected, so training stops right after reading: the Parquet file was read, quickly.
+    interactions = tmp_path / "interactions.parquet"
+    pd.DataFrame({"user_id": ["", "u1"], "item_id": ["i1", ""], "timestamp": [1, 2]}).to_parquet(interactions)
+    result = invoke("train", "--out", tmp_path / "artifacts", "--interactions", interactions)
+    assert result.exit_code == 2, result.output
+    assert "no usable interactions" in text(result)
+    (tmp_path / "interactions.json").write_text("[]")
+    wrong = invoke("train", "--out", tmp_path / "artifacts", "--interactions", tmp_path / "interactions.json")
+    assert wrong.exit_code == 2, wrong.output
+    assert "unsupported file type '.json'" in text(wrong)
+
+
 def test_serve_without_artefacts(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -186,6 +199,16 @@ def test_evaluate_reports_stages_beside_baselines(demo_dir: Path, tmp_path: Path
         for user, target in zip(last["user_id"], last["item_id"], strict=True)
     )
     assert report["popularity"]["HR@10"] == pytest.approx(hits / len(last))
+
+    # A seeded sample of the test users: the same users for every model, and the same at every run.
+    sampled = [
+        json.loads(
+            text(invoke("evaluate", "--split", split, "--artifacts", tmp_path / "art", "--users", "40", "--no-ease"))
+        )
+        for _ in range(2)
+    ]
+    assert sampled[0]["users"] == 40 and sampled[0]["test_users"] == len(last)
+    assert sampled[0]["ranked"] == sampled[1]["ranked"] and "ease" not in sampled[0]
 
 
 def test_evaluate_needs_a_split(tmp_path: Path) -> None:

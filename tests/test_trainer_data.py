@@ -1,19 +1,27 @@
-"""trainer/data.py: reading raw CSVs and MovieLens, and the data-quality report of every rejected row."""
+"""trainer/data.py: reading raw CSV, Parquet and MovieLens, and the data-quality report of every rejected row."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+import trainer.data
+from services.launcher.cli import _load_dataset
 from trainer.data import (
     DataError,
     QualityReport,
     load_csvs,
     load_movielens,
+    load_tables,
+    read_entities,
     read_entities_csv,
+    read_interactions,
     read_interactions_csv,
 )
 
@@ -260,3 +268,237 @@ def test_negative_and_infinite_ratings_are_out_of_range(tmp_path: Path) -> None:
     frame, report = read_interactions_csv(path)
     assert report.rejected == {"rating_out_of_range": 2}
     assert frame["item_id"].tolist() == ["i1", "i3"]
+
+
+# ---------------------------------------------------------------- Parquet and directories
+
+CLEAN_INTERACTIONS = "user_id,item_id,timestamp,rating\n" + "".join(
+    f"u{n % 7},i{n % 11},{1_600_000_000 + n * 37},{n % 5 + 1}\n" for n in range(300)
+)
+ITEMS = "item_id,title,genres\n" + "".join(f"i{n},Title {n},genre{n % 3}\n" for n in range(11))
+USERS = "user_id,country\n" + "".join(f"u{n},c{n % 2}\n" for n in range(7))
+
+
+def csv_as_parquet(csv_path: Path, out: Path, parts: int = 1, row_group_size: int | None = None) -> Path:
+    """The CSV's text columns as Parquet: one file, or a directory of `parts` files in row order."""
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if parts == 1:
+        pq.write_table(table, out, row_group_size=row_group_size)
+        return out
+    out.mkdir()
+    bounds = np.linspace(0, len(frame), parts + 1).astype(int)
+    for index, (start, stop) in enumerate(itertools.pairwise(bounds)):
+        pq.write_table(table.slice(start, stop - start), out / f"part-{index:03d}.parquet")
+    (out / "_SUCCESS").write_text("")  # writers' bookkeeping is not data
+    return out
+
+
+def assert_same_dataset(left: trainer.data.Dataset, right: trainer.data.Dataset) -> None:
+    pd.testing.assert_frame_equal(left.interactions, right.interactions)
+    for mine, theirs in ((left.items, right.items), (left.users, right.users)):
+        assert (mine is None) == (theirs is None)
+        if mine is not None and theirs is not None:
+            pd.testing.assert_frame_equal(mine, theirs)
+    for mine_report, their_report in zip(left.quality, right.quality, strict=True):
+        assert {**mine_report.to_dict(), "source": ""} == {**their_report.to_dict(), "source": ""}
+
+
+@pytest.fixture
+def clean_csvs(tmp_path: Path) -> dict[str, Path]:
+    # Repeated rows make duplicate events to reject.
+    return {
+        "interactions": write(tmp_path / "interactions.csv", CLEAN_INTERACTIONS + "u1,i1,1600000037,2\n" * 3),
+        "items": write(tmp_path / "items.csv", ITEMS + "i1,Again,x\n"),
+        "users": write(tmp_path / "users.csv", USERS),
+    }
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_parquet_file_and_directory_give_the_csv_dataset(
+    clean_csvs: dict[str, Path], tmp_path: Path, parts: int
+) -> None:
+    from_csv = load_tables(clean_csvs["interactions"], clean_csvs["items"], clean_csvs["users"])
+    suffix = ".parquet" if parts == 1 else ""
+    parquet = {
+        name: csv_as_parquet(path, tmp_path / f"{name}{suffix or '.d'}", parts, row_group_size=40)
+        for name, path in clean_csvs.items()
+    }
+    from_parquet = load_tables(parquet["interactions"], parquet["items"], parquet["users"])
+    assert_same_dataset(from_parquet, from_csv)
+    assert from_parquet.quality[0].rejected == {"duplicate_event": 3}
+    assert from_parquet.quality[0].source == str(parquet["interactions"])
+
+
+def test_small_batches_give_the_same_rows_in_the_same_order(
+    clean_csvs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = load_tables(clean_csvs["interactions"], clean_csvs["items"], None)
+    parquet = csv_as_parquet(clean_csvs["interactions"], tmp_path / "i.pq", row_group_size=50)
+    # Many batches and dictionary merges; duplicates across batches are still found.
+    monkeypatch.setattr(trainer.data, "CSV_BLOCK_BYTES", 512)
+    monkeypatch.setattr(trainer.data, "PARQUET_BATCH_ROWS", 16)
+    monkeypatch.setattr(trainer.data, "DICTIONARY_MERGE_BATCHES", 3)
+    assert_same_dataset(load_tables(clean_csvs["interactions"], clean_csvs["items"], None), whole)
+    assert_same_dataset(load_tables(parquet, clean_csvs["items"], None), whole)
+
+
+def test_malformed_text_parquet_is_counted_like_the_csv(tmp_path: Path) -> None:
+    """The malformed CSV's parsable rows as Parquet text: the same rejects, less the unparsable rows."""
+    csv_path = write(tmp_path / "interactions.csv", MALFORMED_INTERACTIONS)
+    csv_frame, csv_report = read_interactions_csv(csv_path)
+    rows = [line.split(",") for line in MALFORMED_INTERACTIONS.splitlines() if line]
+    parsable = pd.DataFrame([row for row in rows[1:] if len(row) == len(rows[0])], columns=rows[0])
+    parquet_path = tmp_path / "interactions.parquet"
+    parsable.to_parquet(parquet_path, index=False)
+    frame, report = read_interactions(parquet_path)
+    pd.testing.assert_frame_equal(frame, csv_frame)
+    expected = dict(csv_report.rejected)
+    del expected["unparsable_row"]
+    assert dict(report.rejected) == expected
+    assert (report.rows_read, report.rows_kept) == (csv_report.rows_read - 2, csv_report.rows_kept)
+    assert report.unknown_columns == ["source"]
+
+
+def test_typed_parquet_nulls_nan_and_negative_values_are_rejected(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "user_id": pa.array(["u1", None, "u2", "u2", "u3", "u3", "u3", " u4 ", "u4"]),
+            "item_id": pa.array([1, 2, 3, 4, 5, 6, 7, 8, None], pa.int64()),
+            "timestamp": pa.array([1000, 1001, None, 1003, 1004, 1005, 1006, -1, 1008], pa.int64()),
+            "rating": pa.array([4.5, 4.0, 4.0, float("nan"), -1.0, float("inf"), None, 3.0, 3.0]),
+            "session": pa.array(["a"] * 9),
+        }
+    )
+    path = tmp_path / "typed.pq"
+    pq.write_table(table, path)
+    frame, report = read_interactions(path)
+    assert dict(report.rejected) == {
+        "missing_user_id": 1,
+        "missing_item_id": 1,
+        "bad_timestamp": 1,
+        "timestamp_out_of_range": 1,
+        "bad_rating": 1,  # NaN, as the text "nan" is in CSV
+        "rating_out_of_range": 2,
+    }
+    assert (report.rows_read, report.rows_kept) == (9, 2)
+    assert report.unknown_columns == ["session"]
+    # Integer ids become their decimal text; a null rating is a missing one (0), as an empty CSV field.
+    assert frame["user_id"].tolist() == ["u1", "u3"]
+    assert frame["item_id"].tolist() == ["1", "7"]
+    assert frame["timestamp"].tolist() == [1000, 1006]
+    assert frame["rating"].tolist() == [4.5, 0.0]
+    assert pd.api.types.is_string_dtype(frame["item_id"])
+    assert frame["timestamp"].dtype == np.int64 and frame["rating"].dtype == np.float32
+
+
+def test_parquet_timestamps_dates_and_dictionary_ids(tmp_path: Path) -> None:
+    moments = pd.to_datetime(["2021-03-04T05:06:07.900Z", "2021-03-04T05:06:08Z"], utc=True, format="ISO8601")
+    path = tmp_path / "moments.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": pa.array(["u1", "u2"]).dictionary_encode(),
+                "item_id": pa.array(["i1", "i2"], pa.large_string()),
+                "timestamp": pa.array(moments, pa.timestamp("ms", tz="UTC")),
+            }
+        ),
+        path,
+    )
+    frame, _ = read_interactions(path)
+    assert frame["timestamp"].tolist() == [ISO_SECONDS, ISO_SECONDS + 1]  # floored, as date-time text is
+    assert frame["user_id"].tolist() == ["u1", "u2"]
+    assert frame["rating"].tolist() == [0.0, 0.0]
+
+    dated = tmp_path / "dated.parquet"
+    pq.write_table(
+        pa.table({"user_id": ["u1"], "item_id": ["i1"], "timestamp": pa.array([18_690], pa.date32())}), dated
+    )
+    assert read_interactions(dated)[0]["timestamp"].tolist() == [18_690 * 86_400]
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "message"),
+    [
+        ("timestamp", pa.array([True]), r"'timestamp' is bool"),
+        ("user_id", pa.array([1.5]), r"'user_id' is double"),
+        ("rating", pa.array([["4"]]), r"'rating' is list"),
+    ],
+)
+def test_parquet_column_of_the_wrong_type(tmp_path: Path, column: str, values: pa.Array, message: str) -> None:
+    columns = {"user_id": pa.array(["u1"]), "item_id": pa.array(["i1"]), "timestamp": pa.array([1000])}
+    columns[column] = values
+    path = tmp_path / "wrong.parquet"
+    pq.write_table(pa.table(columns), path)
+    with pytest.raises(DataError, match=message):
+        read_interactions(path)
+
+
+def test_parquet_missing_required_columns_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "i.parquet"
+    pq.write_table(pa.table({"user": ["u1"], "item_id": ["i1"]}), path)
+    with pytest.raises(DataError, match=r"missing required column\(s\) \['user_id', 'timestamp'\]"):
+        read_interactions(path)
+    items = tmp_path / "items.parquet"
+    pq.write_table(pa.table({"id": ["i1"]}), items)
+    with pytest.raises(DataError, match="item_id"):
+        read_entities(items, "item_id")
+
+
+def test_unsupported_inputs_are_data_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"unsupported file type '\.tsv'"):
+        read_interactions(write(tmp_path / "i.tsv", "user_id\titem_id\ttimestamp\n"))
+    with pytest.raises(DataError, match="not readable as Parquet"):
+        read_interactions(write(tmp_path / "fake.parquet", "user_id,item_id,timestamp\n"))
+    with pytest.raises(DataError, match="no such file"):
+        read_interactions(tmp_path / "absent.parquet")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no data files"):
+        read_interactions(empty)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    write(mixed / "a.csv", "user_id,item_id,timestamp\nu1,i1,1\n")
+    pq.write_table(pa.table({"user_id": ["u2"], "item_id": ["i1"], "timestamp": [2]}), mixed / "b.parquet")
+    with pytest.raises(DataError, match="mixes CSV and Parquet"):
+        read_interactions(mixed)
+    write(mixed / "notes.txt", "")
+    with pytest.raises(DataError, match=r"unsupported file\(s\) \['notes.txt'\]"):
+        read_interactions(mixed)
+
+
+def test_directory_of_csv_files(tmp_path: Path) -> None:
+    directory = tmp_path / "parts"
+    directory.mkdir()
+    write(directory / "a.csv", "user_id,item_id,timestamp\nu1,i1,1\nu1,i2,2\n")
+    write(directory / "b.csv", "item_id,user_id,timestamp,rating\ni1,u1,1,5\ni3,u2,3,4\nbroken\n")
+    frame, report = read_interactions(directory)
+    assert frame["item_id"].tolist() == ["i1", "i2", "i3"]
+    assert frame["rating"].tolist() == [0.0, 0.0, 4.0]
+    assert dict(report.rejected) == {"duplicate_event": 1, "unparsable_row": 1}
+    assert report.rows_read == 5
+    write(directory / "c.csv", "user_id,timestamp\nu1,1\n")
+    with pytest.raises(DataError, match=r"c\.csv: missing required column\(s\) \['item_id'\]"):
+        read_interactions(directory)
+
+
+def test_parquet_directory_whose_files_differ_in_optional_columns(tmp_path: Path) -> None:
+    directory = tmp_path / "parts"
+    directory.mkdir()
+    pq.write_table(
+        pa.table({"user_id": ["u1"], "item_id": ["i1"], "timestamp": [1], "rating": [5.0]}), directory / "a.pq"
+    )
+    pq.write_table(pa.table({"user_id": ["u2"], "item_id": ["i2"], "timestamp": [2]}), directory / "b.pq")
+    frame, report = read_interactions(directory)
+    # A rating absent from a file is a missing rating there, as an empty CSV field is.
+    assert frame["rating"].tolist() == [5.0, 0.0]
+    assert (report.rows_read, report.rows_kept, dict(report.rejected)) == (2, 2, {})
+    pq.write_table(pa.table({"user_id": ["u3"], "item_id": ["i3"], "timestamp": ["3"]}), directory / "c.pq")
+    with pytest.raises(DataError, match="not readable as Parquet"):
+        read_interactions(directory)  # one column, two types across files
+
+
+def test_cli_loads_parquet_interactions(clean_csvs: dict[str, Path], tmp_path: Path) -> None:
+    parquet = csv_as_parquet(clean_csvs["interactions"], tmp_path / "interactions.parquet")
+    dataset = _load_dataset(parquet, clean_csvs["items"], None, None, 0.0)
+    assert_same_dataset(dataset, load_tables(clean_csvs["interactions"], clean_csvs["items"], None))

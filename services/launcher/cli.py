@@ -33,15 +33,15 @@ def _raise_interrupt(signum: int, _frame: object) -> None:
 def _load_dataset(
     interactions: Path | None, items: Path | None, users: Path | None, movielens: Path | None, min_rating: float
 ) -> Any:
-    from trainer.data import load_csvs, load_movielens
+    from trainer.data import load_movielens, load_tables
 
     if movielens is not None:
         if interactions is not None:
             _fail("give either --movielens or --interactions, not both")
         return load_movielens(movielens, min_rating)
     if interactions is None:
-        _fail("give --interactions CSV (or --movielens DIR)")
-    return load_csvs(interactions, items, users, min_rating)
+        _fail("give --interactions FILE (CSV or Parquet; or --movielens DIR)")
+    return load_tables(interactions, items, users, min_rating)
 
 
 def run_training(
@@ -107,9 +107,19 @@ def _print_report(report: dict[str, Any]) -> None:
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Artefact root; a new version directory is written inside it.")],
-    interactions: Annotated[Path | None, typer.Option(help="CSV: user_id,item_id,timestamp[,rating].")] = None,
-    items: Annotated[Path | None, typer.Option(help="CSV: item_id plus attribute columns.")] = None,
-    users: Annotated[Path | None, typer.Option(help="CSV: user_id plus attribute columns.")] = None,
+    interactions: Annotated[
+        Path | None,
+        typer.Option(
+            help="user_id,item_id,timestamp[,rating]: a .csv or .parquet/.pq file, or a directory of either"
+            " (read in batches)."
+        ),
+    ] = None,
+    items: Annotated[
+        Path | None, typer.Option(help="item_id plus attribute columns: CSV or Parquet file, or a directory.")
+    ] = None,
+    users: Annotated[
+        Path | None, typer.Option(help="user_id plus attribute columns: CSV or Parquet file, or a directory.")
+    ] = None,
     movielens: Annotated[Path | None, typer.Option(help="A MovieLens ml-100k or ml-1m directory.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML overriding trainer/defaults.toml.")] = None,
 ) -> None:
@@ -294,6 +304,9 @@ def evaluate(
     artifacts: Annotated[Path, typer.Option(help="Artefacts trained on that split's train.csv.")],
     out: Annotated[Path | None, typer.Option(help="Also write the JSON here.")] = None,
     ease: Annotated[bool, typer.Option(help="Compute the EASE baseline (an n_items x n_items inverse).")] = True,
+    users: Annotated[
+        int | None, typer.Option(help="Score a seeded sample of this many test users (large data sets).", min=1)
+    ] = None,
 ) -> None:
     """HR@k and NDCG@k of the candidate stage and the ranked list, beside popularity and EASE."""
     from trainer.artifacts import ArtifactError
@@ -303,7 +316,7 @@ def evaluate(
         if not (split / name).is_file():
             _fail(f"{split / name}: no such file (make one with recbench.py split)")
     try:
-        result = evaluate_split(split, artifacts, with_ease=ease)
+        result = evaluate_split(split, artifacts, with_ease=ease, max_users=users)
     except ArtifactError as error:
         _fail(str(error))
     text = json.dumps(result, indent=1)
