@@ -3,15 +3,19 @@ seeded synthetic streams, and the round trip through the artefact."""
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from trainer.config import load_config
 from trainer.demo import AGE_GROUPS, TOPICS, generate
-from trainer.synthesis import SYNTHETIC_USER_PREFIX, Synthesis, fit_synthesis
+from trainer.models.gan import train_conditional_wgan
+from trainer.synthesis import SYNTHETIC_USER_PREFIX, Synthesis, fit_synthesis, item_set_key
 from trainer.workflow import Workflow
 
 
@@ -52,7 +56,8 @@ def test_generated_users_follow_the_attributes(
     genres = items.set_index("item_id")["genres"]
     real = interactions.merge(users, on="user_id")
     users = users.astype(str)
-    conditions = synthesis.user_conditions(users.drop(columns="user_id").to_dict("records"))
+    records = [{str(k): v for k, v in row.items()} for row in users.drop(columns="user_id").to_dict("records")]
+    conditions = synthesis.user_conditions(records)
     expected = synthesis.users.expected(conditions, np.random.default_rng(0), 16)
     for age, group in enumerate(AGE_GROUPS[:4]):
         topic = TOPICS[(2 * age) % len(TOPICS)]
@@ -161,3 +166,60 @@ def test_quality_figures(synthesis: Synthesis, demo: tuple[Workflow, pd.DataFram
     assert utility["hr10_ratio"] > 0.5, utility
     assert privacy["synthetic_users_equal_to_a_training_user"] == 0
     assert privacy["synthetic_closer_than_the_holdout_5th_percentile"] < 0.2
+
+
+# A GAN small enough to train in a second or two.
+SMALL_GAN: dict[str, Any] = {
+    "noise": 4,
+    "hidden": [8],
+    "steps": 30,
+    "batch_size": 32,
+    "critic_steps": 2,
+    "gradient_penalty": 10.0,
+    "learning_rate": 1e-3,
+}
+
+
+def small_rows(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(conditions, multi-hot rows) of 300 entities over 40 items."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((300, 3)).astype(np.float32), (rng.random((300, 40)) < 0.1).astype(np.float32)
+
+
+def test_sparse_and_dense_rows_train_the_same_generator() -> None:
+    """The GAN makes only each batch's rows dense from a CSR matrix: same rows, same random draws, so the same
+    generator as from the dense table."""
+    conditions, dense = small_rows(1)
+    from_dense, dense_curves = train_conditional_wgan(conditions, dense, SMALL_GAN, 4, "sigmoid")
+    from_sparse, sparse_curves = train_conditional_wgan(conditions, sp.csr_matrix(dense), SMALL_GAN, 4, "sigmoid")
+    expected_weights = from_dense.kernels + from_dense.biases
+    for expected, actual in zip(expected_weights, from_sparse.kernels + from_sparse.biases, strict=True):
+        np.testing.assert_array_equal(actual, expected)
+    assert sparse_curves.critic == dense_curves.critic
+
+
+def test_fit_synthesis_never_makes_the_users_by_items_matrix_dense() -> None:
+    """30k users x 10k items would be 1.2 GB as float32: the traced peak of Python's and numpy's allocations
+    stays far below that (about 20 MB). Titles are left out: their hashed features make the item conditions
+    (items x thousands) the largest table, which is not the one under test."""
+    data = generate(n_users=30_000, n_items=10_000, mean_history=3, seed=5)
+    items = data.items.drop(columns="title")
+    workflow = Workflow.fit(data.interactions, 50, items=items, users=data.users)
+    encoded = workflow.encode_interactions(data.interactions)
+    dense_bytes = workflow.users.size * workflow.items.size * 4
+    assert dense_bytes > 1.2e9
+    config = {**load_config()["gan"], **SMALL_GAN, "steps": 1, "item_steps": 1, "batch_size": 1024, "critic_steps": 1}
+    targets = np.random.default_rng(0).standard_normal((workflow.items.size, 2)).astype(np.float32)
+    # TensorFlow's first graph in a process allocates some 150 MB of Python objects: not what is measured.
+    train_conditional_wgan(*small_rows(2), dict(SMALL_GAN, steps=1), 0, "sigmoid")
+    tracemalloc.start()
+    try:
+        synthesis = fit_synthesis(encoded, workflow, data.users, items, targets, config, seed=0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    print("PEAK", peak / 1e6)
+    assert peak < dense_bytes / 8, f"{peak / 1e6:.0f} MB traced at peak"
+    assert synthesis.items is not None and synthesis.users.output_size == workflow.items.size
+    some_users = encoded[encoded["user_index"].isin(range(1, 200))].groupby("user_index")["item_index"]
+    assert {item_set_key(np.unique(items)) for _, items in some_users} <= synthesis.training_sets

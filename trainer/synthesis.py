@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from trainer.attributes import AttributeEncoder
 from trainer.models.gan import ITEM_GENERATOR, USER_GENERATOR, Generator, train_conditional_wgan
@@ -301,8 +302,8 @@ def fit_synthesis(
     n_users, n_items = workflow.users.size, workflow.items.size
     user_rows = np.unique(encoded["user_index"].to_numpy())
     user_rows = user_rows[user_rows > 0]
-    interactions = np.zeros((n_users, n_items), np.float32)
-    interactions[encoded["user_index"].to_numpy(), encoded["item_index"].to_numpy()] = 1.0
+    # Sparse: users x items dense would not fit at catalogue scale; the GAN densifies one batch at a time.
+    interactions = _interaction_matrix(encoded, n_users, n_items)
     conditions = workflow.user_attributes.dense_table(users, workflow.users.ids)
     generator, user_curves = train_conditional_wgan(
         conditions[user_rows], interactions[user_rows], config, seed, "sigmoid"
@@ -312,7 +313,7 @@ def fit_synthesis(
     item_generator = None
     if item_targets is not None and items is not None and workflow.item_attributes.columns:
         item_conditions = workflow.item_attributes.dense_table(items, workflow.items.ids)
-        counts = interactions.sum(axis=0)
+        counts = np.bincount(interactions.indices, minlength=n_items)  # users per item
         warm = np.flatnonzero(counts > 0)
         warm = warm[warm > 0]
         item_config = {**config, "steps": config["item_steps"]}
@@ -345,5 +346,15 @@ def fit_synthesis(
         int(config["samples"]),
         int(config["cold_history"]),
         curves,
-        {item_set_key(np.flatnonzero(interactions[u])) for u in user_rows},
+        {item_set_key(interactions.indices[interactions.indptr[u] : interactions.indptr[u + 1]]) for u in user_rows},
     )
+
+
+def _interaction_matrix(encoded: pd.DataFrame, n_users: int, n_items: int) -> sp.csr_matrix:
+    """Binary users x items CSR matrix, repeated interactions counted once (canonical: sorted, no duplicates)."""
+    ones = np.ones(len(encoded), dtype=np.float32)
+    cells = (encoded["user_index"].to_numpy(), encoded["item_index"].to_numpy())
+    matrix = sp.csr_matrix(sp.coo_matrix((ones, cells), shape=(n_users, n_items)))
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from trainer import distributed
 
@@ -131,9 +132,30 @@ def _projection_critic(output_size: int, condition_size: int, hidden: list[int])
     return keras.Model([row, condition], score, name="critic")
 
 
+def _sparse_rows(matrix: sp.csr_matrix, output_size: int) -> Any:
+    """A function from row indices to those rows of a CSR matrix, dense: the graph holds only the non-zeros, and
+    a batch is densified on its own (batch x output_size), never the whole table."""
+    import tensorflow as tf
+
+    matrix = sp.csr_matrix(matrix, copy=True)
+    matrix.sum_duplicates()  # one entry per cell, so the segment sum below puts each value in place
+    row_splits = tf.constant(matrix.indptr.astype(np.int64))
+    columns = tf.RaggedTensor.from_row_splits(tf.constant(matrix.indices.astype(np.int64)), row_splits)
+    values = tf.RaggedTensor.from_row_splits(tf.constant(matrix.data.astype(np.float32)), row_splits)
+
+    def rows_of(rows: tf.Tensor) -> tf.Tensor:
+        picked_columns, picked_values = tf.gather(columns, rows), tf.gather(values, rows)
+        cells = picked_columns.value_rowids() * output_size + picked_columns.flat_values  # row-major positions
+        count = tf.size(rows, out_type=tf.int64)
+        flat = tf.math.unsorted_segment_sum(picked_values.flat_values, cells, count * output_size)
+        return tf.reshape(flat, [rows.shape[0] if rows.shape[0] is not None else -1, output_size])
+
+    return rows_of
+
+
 def train_conditional_wgan(
     conditions: np.ndarray,
-    targets: np.ndarray,
+    targets: np.ndarray | sp.csr_matrix,
     config: dict[str, Any],
     seed: int,
     output: str,
@@ -141,7 +163,8 @@ def train_conditional_wgan(
     row_weights: np.ndarray | None = None,
 ) -> tuple[Generator, GanCurves]:
     """WGAN-GP on (condition, target) rows: critic_steps critic updates per generator update. Batches draw
-    rows uniformly, or in proportion to row_weights.
+    rows uniformly, or in proportion to row_weights. targets: dense rows, or a CSR matrix (wide, sparse rows,
+    such as users' interactions with the catalogue) of which only each batch's rows are made dense.
 
     Under a multi-worker strategy each round runs on every worker (strategy.run) and the optimizers all-reduce
     the gradients: each worker samples its share of the batch from its own slice of the rows, so the workers'
@@ -206,9 +229,17 @@ def train_conditional_wgan(
     # Every worker holds all rows and seeds its random ops alike; sampling from its own slice is what makes
     # the workers' batches differ (the whole table and batch in a single process).
     mine = distributed.shard()
-    local_n = len(targets[mine])
+    local_targets = targets[mine]
+    local_n = local_targets.shape[0]
     local_batch = min(max(1, math.ceil(batch_size / replicas)), local_n)
-    x_all = tf.constant(targets[mine].astype(np.float32))
+    if sp.issparse(local_targets):
+        target_rows = _sparse_rows(local_targets, output_size)
+    else:
+        x_all = tf.constant(local_targets.astype(np.float32))
+
+        def target_rows(rows: tf.Tensor) -> tf.Tensor:
+            return tf.gather(x_all, rows)
+
     c_all = tf.constant(conditions[mine].astype(np.float32))
     critic_steps = int(config["critic_steps"])
 
@@ -221,7 +252,7 @@ def train_conditional_wgan(
             rows = tf.random.shuffle(tf.range(local_n))[:local_batch]
         else:
             rows = tf.random.categorical(log_weights, local_batch)[0]
-        return tf.gather(x_all, rows), tf.gather(c_all, rows)
+        return target_rows(rows), tf.gather(c_all, rows)
 
     def replica_round() -> tf.Tensor:
         for _ in range(critic_steps):
