@@ -235,8 +235,23 @@ def test_demo_generate_rejects_tiny_parameters() -> None:
 # ---------------------------------------------------------------- pipeline.train
 
 
+class RecordedProgress:
+    """trainer.progress.TrainingProgress that keeps what training reported."""
+
+    def __init__(self) -> None:
+        self.stages: list[str] = []
+        self.work_done: list[tuple[str, int, int]] = []
+
+    def stage(self, name: str) -> None:
+        self.stages.append(name)
+
+    def work(self, task: str, done: int, total: int, detail: str = "") -> None:
+        assert 0 < done <= total, (task, done, total)
+        self.work_done.append((task, done, total))
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, dict[str, Any], Path, list[str]]:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, dict[str, Any], Path, RecordedProgress]:
     base = tmp_path_factory.mktemp("pipeline")
     paths = generate(n_users=300, n_items=120, mean_history=15).write(base / "data")
     dataset = load_csvs(paths["interactions"], paths["items"], paths["users"])
@@ -246,14 +261,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, dict
         "[gan]\nsteps = 300\n"
     )
     config = load_config(override)
-    steps: list[str] = []
-    result = train(dataset, config, base / "artifacts", steps.append)
-    return result, config, base / "artifacts", steps
+    progress = RecordedProgress()
+    result = train(dataset, config, base / "artifacts", progress)
+    return result, config, base / "artifacts", progress
 
 
-def test_train_writes_one_complete_version(trained: tuple[TrainResult, dict[str, Any], Path, list[str]]) -> None:
-    result, _, root, steps = trained
-    assert steps == ["workflow", "validation", "models", "synthetic", "write"]
+def test_train_writes_one_complete_version(trained: tuple[TrainResult, dict[str, Any], Path, RecordedProgress]) -> None:
+    result, _, root, progress = trained
+    assert progress.stages == ["workflow", "validation", "models", "synthetic", "write"]
     version_dir = result.version_dir
     assert version_dir.parent == root
     assert resolve_version(root) == version_dir.resolve()
@@ -293,7 +308,9 @@ def test_train_writes_one_complete_version(trained: tuple[TrainResult, dict[str,
     assert not any(p.name.startswith(".") for p in root.iterdir())
 
 
-def test_train_config_json_is_effective_config(trained: tuple[TrainResult, dict[str, Any], Path, list[str]]) -> None:
+def test_train_config_json_is_effective_config(
+    trained: tuple[TrainResult, dict[str, Any], Path, RecordedProgress],
+) -> None:
     result, config, _, _ = trained
     written = json.loads((result.version_dir / CONFIG_FILE).read_text())
     assert written == config
@@ -303,7 +320,7 @@ def test_train_config_json_is_effective_config(trained: tuple[TrainResult, dict[
     assert load_manifest(result.version_dir)["config"] == config
 
 
-def test_train_models_and_catalog(trained: tuple[TrainResult, dict[str, Any], Path, list[str]]) -> None:
+def test_train_models_and_catalog(trained: tuple[TrainResult, dict[str, Any], Path, RecordedProgress]) -> None:
     result, _, _, _ = trained
     version_dir = result.version_dir
     workflow = Workflow.load(version_dir / WORKFLOW_DIR)
@@ -339,7 +356,7 @@ def test_train_models_and_catalog(trained: tuple[TrainResult, dict[str, Any], Pa
     assert histories["user_id"].is_monotonic_increasing
 
 
-def test_train_report(trained: tuple[TrainResult, dict[str, Any], Path, list[str]]) -> None:
+def test_train_report(trained: tuple[TrainResult, dict[str, Any], Path, RecordedProgress]) -> None:
     result, _, _, _ = trained
     report = json.loads((result.version_dir / REPORT_JSON).read_text())
     returned = json.loads(json.dumps(result.report))
@@ -360,7 +377,9 @@ def test_train_report(trained: tuple[TrainResult, dict[str, Any], Path, list[str
     assert f"fitted blend weights: {report['validation']['blend_weights']}" in markdown
 
 
-def test_train_validation_blend_beats_popularity(trained: tuple[TrainResult, dict[str, Any], Path, list[str]]) -> None:
+def test_train_validation_blend_beats_popularity(
+    trained: tuple[TrainResult, dict[str, Any], Path, RecordedProgress],
+) -> None:
     result, config, _, _ = trained
     validation = result.report["validation"]
     assert validation["users"] == 300
@@ -381,7 +400,7 @@ def test_train_rejects_empty_interactions(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained_autoencoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, list[str]]:
+def trained_autoencoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, RecordedProgress]:
     base = tmp_path_factory.mktemp("autoencoder")
     paths = generate(n_users=300, n_items=120, mean_history=15).write(base / "data")
     # Five catalogue items nobody has interacted with yet: cold items.
@@ -394,20 +413,20 @@ def trained_autoencoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Train
         "[gru4rec]\nepochs = 2\nunits = 16\nembedding = 8\n[caser]\nepochs = 2\nembedding = 8\n"
         "[candidates]\nann_min_items = 1\n[gan]\nsteps = 300\nitem_steps = 300\n"
     )
-    steps: list[str] = []
+    progress = RecordedProgress()
     result = train(
         load_csvs(paths["interactions"], paths["items"], paths["users"]),
         load_config(override),
         base / "artifacts",
-        steps.append,
+        progress,
     )
-    return result, steps
+    return result, progress
 
 
 def test_autoencoder_version_has_weights_curves_and_early_stopping(
-    trained_autoencoder: tuple[TrainResult, list[str]],
+    trained_autoencoder: tuple[TrainResult, RecordedProgress],
 ) -> None:
-    result, steps = trained_autoencoder
+    result, progress = trained_autoencoder
     files = set(load_manifest(result.version_dir)["files"])
     assert {
         f"{MODELS_DIR}/autoencoder/autoencoder.json",
@@ -435,7 +454,13 @@ def test_autoencoder_version_has_weights_curves_and_early_stopping(
     best = report["autoencoder"]["best_epoch"]
     assert 1 <= best <= len(curves["validation"]) <= 12
     assert curves["validation"][best - 1] == max(curves["validation"])
-    assert len(report["autoencoder"]["curves"]["final"]["loss"]) == best, "the final fit runs the best epoch count"
-    assert any(s.startswith("autoencoder epoch 1/12") for s in steps)
+    assert set(report["autoencoder"]["curves"]) == {"validation"}, "the validation run is the one served"
+    assert report["validation"]["autoencoder_training"] == {"epochs": len(curves["validation"]), "best_epoch": best}
+    # Each model's work is reported against the total it plans, ending at that total.
+    reported = {task: (done, total) for task, done, total in progress.work_done}
+    batches_per_epoch = 5  # 300 users (the OOV user left out) in batches of 64
+    assert reported["autoencoder batches"] == (12 * batches_per_epoch, 12 * batches_per_epoch)
+    assert {"GRU4Rec batches", "Caser batches", "user generator updates", "item generator updates"} <= set(reported)
+    assert all(done == total for done, total in reported.values())
     assert max(curves["validation"]) > curves["validation"][0], "validation NDCG@100 improves with training"
     assert (result.version_dir / "training_curves.png").read_bytes().startswith(b"\x89PNG")

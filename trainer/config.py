@@ -124,6 +124,11 @@ def _check_ranges(config: dict[str, Any]) -> None:
         ),
         (config["gan"]["steps"] >= 1 and config["gan"]["item_steps"] >= 1, "gan.steps/item_steps must be >= 1"),
         (config["gan"]["batch_size"] >= 2, "gan.batch_size must be >= 2"),
+        (config["gan"]["update_budget"] >= 0, "gan.update_budget must be >= 0 (0: no cap)"),
+        (
+            min(config[model]["max_steps"] for model in ("autoencoder", "gru4rec", "caser")) >= 0,
+            "autoencoder/gru4rec/caser max_steps must be >= 0 (0: no cap)",
+        ),
         (config["gan"]["critic_steps"] >= 1, "gan.critic_steps must be >= 1"),
         (config["gan"]["gradient_penalty"] >= 0, "gan.gradient_penalty must be >= 0"),
         (config["gan"]["learning_rate"] > 0, "gan.learning_rate must be > 0"),

@@ -52,14 +52,13 @@ from trainer.models.neighbours import top_n
 from trainer.models.popularity import fit_popularity, save_popularity
 from trainer.models.ranking import Ranker, fit_weights
 from trainer.models.sequential import Caser, GRU4Rec, choose_softmax, train_caser, train_gru4rec
+from trainer.progress import SILENT, TrainingProgress
 from trainer.report import plot_curves, plot_gan_curves
 from trainer.synthesis import GAN_DIR, Synthesis, fit_synthesis
 from trainer.synthetic_quality import synthetic_quality
 from trainer.triton_contract import REPOSITORY_DIR
 from trainer.triton_repository import link_served_version, write_ranker
 from trainer.workflow import Workflow
-
-Step = Callable[[str], None]
 
 
 @dataclass
@@ -92,11 +91,11 @@ def fit_models(
     workflow: Workflow,
     config: dict[str, Any],
     validate_candidates: Callable[[CandidateModel], float] | None = None,
-    epochs: int | None = None,
-    step: Step | None = None,
+    autoencoder: TrainedAutoencoder | None = None,
+    progress: TrainingProgress = SILENT,
 ) -> FittedModels:
-    """Popularity, the candidate model and the Markov ranker. With validate_candidates, the autoencoder keeps
-    its best epoch by that score; with epochs, it trains exactly that many (the final fit on all data)."""
+    """Popularity, the candidate model and the Markov ranker. The autoencoder is trained here, keeping its best
+    epoch by validate_candidates, unless `autoencoder` (already trained) is given."""
     # Users below min_user_count share the OOV index; as one "user" they would invent co-occurrences.
     encoded = encoded[encoded["user_index"] > 0]
     users = encoded["user_index"].to_numpy()
@@ -125,41 +124,36 @@ def fit_models(
         )
         return FittedModels(popularity, ItemKNNCandidates(item_knn), markov)
 
-    autoencoder_config = dict(config["autoencoder"])
-    if epochs is not None:
-        autoencoder_config["epochs"] = epochs
-    validate = None
-    if validate_candidates is not None:
-        validate = lambda scorer: validate_candidates(AutoencoderCandidates(scorer))  # noqa: E731
-
-    def progress(epoch: int, logs: dict[str, float]) -> None:
-        if step is not None:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in logs.items())
-            step(f"autoencoder epoch {epoch}/{autoencoder_config['epochs']}: {shown}")
-
-    trained = train_autoencoder(
-        interaction_matrix(encoded, workflow.users.size, workflow.items.size),
-        autoencoder_config,
-        config["seed"],
-        validate,
-        progress,
-    )
-    return FittedModels(popularity, AutoencoderCandidates(trained.scorer), markov, trained)
+    if autoencoder is None:
+        validate = None
+        if validate_candidates is not None:
+            validate = lambda scorer: validate_candidates(AutoencoderCandidates(scorer))  # noqa: E731
+        autoencoder = train_autoencoder(
+            interaction_matrix(encoded, workflow.users.size, workflow.items.size),
+            config["autoencoder"],
+            config["seed"],
+            validate,
+            progress,
+        )
+    return FittedModels(popularity, AutoencoderCandidates(autoencoder.scorer), markov, autoencoder)
 
 
 @dataclass
 class ValidationResult:
     metrics: dict[str, Any]
     ranker: Ranker | None
-    best_epoch: int | None
+    autoencoder: TrainedAutoencoder | None
     curves: dict[str, list[float]]
 
 
 def train_sequence_models(
-    histories: dict[int, np.ndarray], workflow: Workflow, config: dict[str, Any], step: Step | None
+    histories: dict[int, np.ndarray],
+    workflow: Workflow,
+    config: dict[str, Any],
+    progress: TrainingProgress = SILENT,
 ) -> tuple[GRU4Rec | None, Caser | None, dict[str, list[float]], dict[str, dict[str, Any]]]:
     """GRU4Rec and Caser as ranking.models asks; their loss curves, and per model the softmax (full or sampled,
-    by catalogue size) and the training seconds."""
+    by catalogue size), the epochs run (fewer than configured where max_steps caps them) and the seconds."""
     users = sorted(u for u in histories if u > 0)
     sequences = [histories[u] for u in users]
     gru4rec = caser = None
@@ -168,29 +162,42 @@ def train_sequence_models(
     ranking = config["ranking"]
     softmax = choose_softmax(workflow.items.size, ranking["sampled_softmax_min_items"], ranking["sampled_negatives"])
     if "gru4rec" in ranking["models"]:
-        if step is not None:
-            step("ranking: training GRU4Rec")
         started = time.perf_counter()
         gru4rec, losses["gru4rec"] = train_gru4rec(
-            sequences, workflow.items.size, config["gru4rec"], config["seed"], softmax
+            sequences, workflow.items.size, config["gru4rec"], config["seed"], softmax, progress
         )
-        training["gru4rec"] = {**softmax.describe(), "seconds": round(time.perf_counter() - started, 3)}
+        training["gru4rec"] = {
+            **softmax.describe(),
+            "epochs": len(losses["gru4rec"]),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
     if "caser" in ranking["models"]:
-        if step is not None:
-            step("ranking: training Caser")
         started = time.perf_counter()
         caser, losses["caser"] = train_caser(
-            sequences, users, workflow.items.size, workflow.users.size, config["caser"], config["seed"], softmax
+            sequences,
+            users,
+            workflow.items.size,
+            workflow.users.size,
+            config["caser"],
+            config["seed"],
+            softmax,
+            progress,
         )
-        training["caser"] = {**softmax.describe(), "seconds": round(time.perf_counter() - started, 3)}
+        training["caser"] = {
+            **softmax.describe(),
+            "epochs": len(losses["caser"]),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
     return gru4rec, caser, losses, training
 
 
-def validate(
-    encoded: pd.DataFrame, workflow: Workflow, config: dict[str, Any], step: Step | None = None
+def fit_with_validation(
+    encoded: pd.DataFrame, workflow: Workflow, config: dict[str, Any], progress: TrainingProgress = SILENT
 ) -> ValidationResult:
-    """Fit on all but each sampled user's last item and score that item: early stopping for the autoencoder,
-    the rankers and their blend weights, and the report's metrics."""
+    """Train the autoencoder and the rankers on all but each sampled user's last item, scoring that item for
+    the autoencoder's early stopping, the blend weights and the report's metrics. These models are the ones
+    served: they saw all but ranking.validation_users interactions, and a retrain to add those would double
+    the training time for no measurable gain."""
     ranking = config["ranking"]
     train_rows, held_out = leave_last_out(encoded, ranking["validation_users"], config["seed"])
     if held_out.empty:
@@ -215,9 +222,9 @@ def validate(
     def validation_ndcg(model: CandidateModel) -> float:
         return hit_rate_ndcg([c for c, _ in candidate_lists(model)], targets, 100)["NDCG@100"]
 
-    models = fit_models(train_rows, workflow, config, validation_ndcg, step=step)
+    models = fit_models(train_rows, workflow, config, validation_ndcg, progress=progress)
     candidates = candidate_lists(models.candidates)
-    gru4rec, caser, losses, ranker_training = train_sequence_models(histories, workflow, config, step)
+    gru4rec, caser, losses, ranker_training = train_sequence_models(histories, workflow, config, progress)
     ranker = Ranker(models.markov, gru4rec, caser)
     per_user = [
         (best, ranker.components(histories[user][-max_history:], user, best, scores))
@@ -242,7 +249,9 @@ def validate(
         "ranker_training": ranker_training,
     }
     trained = models.autoencoder
-    return ValidationResult(metrics, ranker, trained.best_epoch if trained else None, trained.curves if trained else {})
+    if trained is not None:
+        metrics["autoencoder_training"] = {"epochs": trained.epochs_run, "best_epoch": trained.best_epoch}
+    return ValidationResult(metrics, ranker, trained, trained.curves if trained else {})
 
 
 def fit_cold_items(
@@ -294,7 +303,7 @@ def _entity_table(frame: pd.DataFrame | None, key: str) -> pd.DataFrame:
     return frame.astype(str)
 
 
-def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step | None = None) -> TrainResult:
+def train(dataset: Dataset, config: dict[str, Any], out_root: Path, progress: TrainingProgress = SILENT) -> TrainResult:
     """Fit every model and write one artefact version under out_root; returns its directory.
 
     Under TF_CONFIG (trainer.distributed) every worker runs all of this with the same data and seed; the Keras
@@ -305,8 +314,7 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
 
     @contextmanager
     def stage(name: str) -> Iterator[None]:
-        if step is not None:
-            step(name)
+        progress.stage(name)
         started = time.perf_counter()
         yield
         timings[name] = round(time.perf_counter() - started, 3)
@@ -328,9 +336,10 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         )
         encoded = workflow.encode_interactions(interactions)
     with stage("validation"):
-        validation = validate(encoded, workflow, config, step)
+        validation = fit_with_validation(encoded, workflow, config, progress)
     with stage("models"):
-        models = fit_models(encoded, workflow, config, epochs=validation.best_epoch, step=step)
+        # Popularity and Markov transitions refitted on all data (seconds); the Keras models are validation's.
+        models = fit_models(encoded, workflow, config, autoencoder=validation.autoencoder, progress=progress)
     synthesis = None
     synthetic_report: dict[str, Any] = {}
     if config["gan"]["enabled"]:
@@ -339,7 +348,7 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
                 item_vectors(models.candidates.scorer) if isinstance(models.candidates, AutoencoderCandidates) else None
             )
             synthesis = fit_synthesis(
-                encoded, workflow, dataset.users, dataset.items, item_targets, config["gan"], config["seed"]
+                encoded, workflow, dataset.users, dataset.items, item_targets, config["gan"], config["seed"], progress
             )
             synthetic_report = {
                 "user_generator": True,
@@ -353,8 +362,7 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         # it. The write stage still trains the item autoencoder, whose steps every worker must take part in.
         out_root = Path(tempfile.mkdtemp(prefix=f"recsys-worker{cluster.rank}-"))
     version = artifacts.new_version_name()
-    if step is not None:
-        step("write")  # not timed: the report is written inside this step
+    progress.stage("write")  # not timed: the report is written inside this step
     with artifacts.staging_directory(out_root, version) as staging:
         workflow.save(staging / WORKFLOW_DIR)
         catalog = staging / CATALOG_DIR
@@ -384,7 +392,7 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
         if synthesis is not None:
             synthesis.save(staging / GAN_DIR)
             plot_gan_curves(synthesis.curves, staging / GAN_CURVES_PNG)
-        curves = {"validation": validation.curves, "final": models.autoencoder.curves if models.autoencoder else {}}
+        curves = {"validation": validation.curves}
         if validation.curves:
             plot_curves(curves, staging / CURVES_PNG)
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True))
@@ -401,7 +409,9 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, step: Step |
             },
             "quality": [q.to_dict() for q in dataset.quality],
             "validation": validation.metrics,
-            "autoencoder": {"best_epoch": validation.best_epoch, "curves": curves} if models.autoencoder else None,
+            "autoencoder": {"best_epoch": models.autoencoder.best_epoch, "curves": curves}
+            if models.autoencoder
+            else None,
             "timings_s": timings,
             "workers": cluster.workers,
             "item_autoencoder": cold_items or None,

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 
 
 def plot_curves(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
-    """One panel per metric (loss, nll, kl, validation), one line per run (validation run, final fit)."""
+    """One panel per metric (loss, nll, kl, validation), one line per run."""
     metrics = [m for m in ("loss", "nll", "kl", "validation") if any(run.get(m) for run in curves.values())]
     figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
     for axis, metric in zip(axes[0], metrics, strict=True):

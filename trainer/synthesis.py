@@ -29,6 +29,7 @@ import scipy.sparse as sp
 
 from trainer.attributes import AttributeEncoder
 from trainer.models.gan import ITEM_GENERATOR, USER_GENERATOR, Generator, train_conditional_wgan
+from trainer.progress import SILENT, TrainingProgress
 from trainer.workflow import Workflow
 
 GAN_DIR = "gan"
@@ -295,6 +296,7 @@ def fit_synthesis(
     item_targets: np.ndarray | None,
     config: dict[str, Any],
     seed: int,
+    progress: TrainingProgress = SILENT,
 ) -> Synthesis:
     """Train the user generator on (user attributes, multi-hot interactions) and, given the candidate model's
     item vectors (item_targets, one row per item index), the item generator on warm items' (attributes,
@@ -306,7 +308,13 @@ def fit_synthesis(
     interactions = _interaction_matrix(encoded, n_users, n_items)
     conditions = workflow.user_attributes.dense_table(users, workflow.users.ids)
     generator, user_curves = train_conditional_wgan(
-        conditions[user_rows], interactions[user_rows], config, seed, "sigmoid"
+        conditions[user_rows],
+        interactions[user_rows],
+        config,
+        seed,
+        "sigmoid",
+        progress=progress,
+        task="user generator updates",
     )
     curves = {"users": user_curves.to_json()}
 
@@ -325,6 +333,8 @@ def fit_synthesis(
             "linear",
             reconstruction_weight=float(config["item_reconstruction"]),
             row_weights=counts[warm].astype(np.float64) ** float(config["item_popularity_exponent"]),
+            progress=progress,
+            task="item generator updates",
         )
         curves["items"] = item_curves.to_json()
 

@@ -10,7 +10,15 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from services.launcher.supervisor import LaunchError, PublicTLS, Suite, wait_for_signal
@@ -44,6 +52,47 @@ def _load_dataset(
     return load_tables(interactions, items, users, min_rating)
 
 
+class RichTrainingProgress:
+    """trainer.progress.TrainingProgress on the console: a line for the stage and a bar with an ETA for each
+    model's work (batches, generator updates) as it is reported."""
+
+    STAGES = ("workflow", "validation", "models", "synthetic", "write")
+
+    def __init__(self, console: Console) -> None:
+        self.bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=console,
+        )
+        self.stage_task = self.bars.add_task("training", total=len(self.STAGES), detail="")
+        self.tasks: dict[str, TaskID] = {}
+        self.current = ""
+
+    def __enter__(self) -> RichTrainingProgress:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.update(self.stage_task, completed=len(self.STAGES))
+        self.bars.stop()
+
+    def stage(self, name: str) -> None:
+        self.current = name
+        completed = self.STAGES.index(name) if name in self.STAGES else None
+        self.bars.update(self.stage_task, description=f"training: {name}", completed=completed)
+
+    def work(self, task: str, done: int, total: int, detail: str = "") -> None:
+        key = f"{self.current}: {task}"
+        if key not in self.tasks:
+            self.tasks[key] = self.bars.add_task(f"  {key}", total=total, detail=detail)
+        self.bars.update(self.tasks[key], completed=done, total=total, detail=detail)
+
+
 def run_training(
     interactions: Path | None,
     items: Path | None,
@@ -61,24 +110,11 @@ def run_training(
         dataset = _load_dataset(interactions, items, users, movielens, config["data"]["min_rating"])
     except (ConfigError, DataError, OSError) as error:
         _fail(str(error))
-    steps = ("workflow", "validation", "models", "synthetic", "write")
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
-    ) as progress:
-        task = progress.add_task("training", total=len(steps))
-
-        def step(name: str) -> None:
-            # Stage names advance the bar; anything else (e.g. an epoch's losses) is shown as detail.
-            if name in steps:
-                progress.update(task, description=f"training: {name}", completed=steps.index(name))
-            else:
-                progress.update(task, description=f"training: {name}")
-
+    with RichTrainingProgress(console) as progress:
         try:
-            result = train(dataset, config, out, step)
+            result = train(dataset, config, out, progress)
         except ValueError as error:
             _fail(str(error))
-        progress.update(task, completed=len(steps))
     if not result.chief:
         console.print(f"[green]worker done:[/green] the chief writes the artefact under {out}")
         return result.version_dir

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from trainer import distributed
+from trainer.progress import SILENT, Throttled, TrainingProgress, step_plan
 
 NAME = "autoencoder"
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise in a CLI; errors still show.
@@ -271,10 +272,12 @@ def train_autoencoder(
     config: dict[str, Any],
     seed: int,
     validate: Callable[[AutoencoderScorer], float] | None = None,
-    progress: Callable[[int, dict[str, float]], None] | None = None,
+    progress: TrainingProgress = SILENT,
+    task: str = "autoencoder batches",
 ) -> TrainedAutoencoder:
-    """Train on a binary user x item matrix; with `validate` (higher is better), keep the best epoch's
-    weights and stop after `patience` epochs without improvement."""
+    """Train on a binary user x item matrix for `epochs`, or fewer batches where config's `max_steps` (0: no cap)
+    is smaller; with `validate` (higher is better), keep the best epoch's weights and stop after `patience`
+    epochs without improvement."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -285,12 +288,25 @@ def train_autoencoder(
             # Built here, in the scope: Keras cannot build a subclassed model from a one-tensor distributed batch.
             model(np.zeros((1, matrix.shape[1]), np.float32))
     batches = _Batches(matrix, config["batch_size"], seed).dataset
+    epochs, steps = step_plan(config["epochs"], len(batches), int(config.get("max_steps", 0)))
+    report = Throttled(progress, task, epochs * steps)
     curves: dict[str, list[float]] = {"loss": [], "nll": [], "kl": [], "validation": []}
     best_value, best_epoch, best_weights, since_best = -math.inf, 0, None, 0
     meta = {"variant": config["variant"], "hidden": config["hidden"], "latent": config["latent"]}
     epoch = 0
-    for epoch in range(1, config["epochs"] + 1):
-        logs = model.fit(batches, epochs=1, verbose=0).history
+    for epoch in range(1, epochs + 1):
+        done = (epoch - 1) * steps
+        detail = ", ".join(f"{k} {v[-1]:.4f}" for k, v in curves.items() if v)
+        batch_done = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: report(done + batch + 1, detail)  # noqa: B023 - used in this epoch
+        )
+        logs = model.fit(
+            batches,
+            epochs=1,
+            steps_per_epoch=steps if steps < len(batches) else None,
+            verbose=0,
+            callbacks=[batch_done],
+        ).history
         for key in ("loss", "nll", "kl"):
             curves[key].append(float(logs[key][-1]))
         if validate is not None:
@@ -301,10 +317,9 @@ def train_autoencoder(
                 best_value, best_epoch, best_weights, since_best = value, epoch, model.get_weights(), 0
             else:
                 since_best += 1
-        if progress is not None:
-            progress(epoch, {k: v[-1] for k, v in curves.items() if v})
         if validate is not None and since_best >= config["patience"]:
             break
+    report(epochs * steps, f"stopped after epoch {epoch}, best {best_epoch or epoch}")
     if best_weights is not None:
         model.set_weights(best_weights)
     else:

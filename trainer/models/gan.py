@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from trainer import distributed
+from trainer.progress import SILENT, Throttled, TrainingProgress
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -153,6 +154,15 @@ def _sparse_rows(matrix: sp.csr_matrix, output_size: int) -> Any:
     return rows_of
 
 
+def planned_steps(config: dict[str, Any], output_size: int) -> int:
+    """Generator updates to run: `steps`, fewer on wide rows (updates x output_size at most `update_budget`, 0:
+    no cap): a critic update's cost grows with the width of the rows, which for users is the catalogue."""
+    steps = int(config["steps"])
+    if int(config.get("update_budget", 0)) > 0:
+        steps = min(steps, int(config["update_budget"]) // output_size)
+    return max(1, steps)
+
+
 def train_conditional_wgan(
     conditions: np.ndarray,
     targets: np.ndarray | sp.csr_matrix,
@@ -161,6 +171,8 @@ def train_conditional_wgan(
     output: str,
     reconstruction_weight: float = 0.0,
     row_weights: np.ndarray | None = None,
+    progress: TrainingProgress = SILENT,
+    task: str = "generator updates",
 ) -> tuple[Generator, GanCurves]:
     """WGAN-GP on (condition, target) rows: critic_steps critic updates per generator update. Batches draw
     rows uniformly, or in proportion to row_weights. targets: dense rows, or a CSR matrix (wide, sparse rows,
@@ -269,11 +281,17 @@ def train_conditional_wgan(
         return distributed.strategy().reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
 
     curves = GanCurves()
-    rounds = max(1, math.ceil(n / batch_size))  # one round per batch of rows: an epoch
-    for _ in range(max(1, int(config["steps"]) // rounds)):
+    total = planned_steps(config, output_size)
+    report = Throttled(progress, task, total)
+    per_point = min(total, max(1, math.ceil(n / batch_size)))  # one curve point per epoch (or per run, if shorter)
+    done = 0
+    while done < total:
+        rounds = min(per_point, total - done)
         sums = np.zeros(4)
         for _ in range(rounds):
             sums += train_round().numpy()
+            done += 1
+            report(done)
         curves.critic.append(float(sums[0] / rounds))
         curves.generator.append(float(sums[1] / rounds))
         curves.gradient_penalty.append(float(sums[2] / rounds))

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from trainer import distributed
+from trainer.progress import SILENT, TrainingProgress, keras_batches, step_plan
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -156,8 +157,11 @@ def _fit(
     softmax: SoftmaxChoice,
     config: dict[str, Any],
     seed: int,
+    progress: TrainingProgress,
+    task: str,
 ) -> list[float]:
-    """Trains `model` (built, and compiled for the full softmax) with the chosen softmax; the loss per epoch."""
+    """Trains `model` (built, and compiled for the full softmax) with the chosen softmax for `epochs`, or fewer
+    batches when config's `max_steps` (0: no cap) is smaller; the loss per epoch."""
     trainer = model
     if softmax.kind == "sampled":
         import keras
@@ -165,7 +169,18 @@ def _fit(
         with distributed.scope():
             trainer = sampled_softmax_trainer(model, unigrams, softmax.negatives, seed)
             trainer.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
-    history = trainer.fit(x, y, batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True, verbose=0)
+    full_epoch = math.ceil(len(y) / config["batch_size"])
+    epochs, steps = step_plan(config["epochs"], full_epoch, int(config.get("max_steps", 0)))
+    history = trainer.fit(
+        x,
+        y,
+        batch_size=config["batch_size"],
+        epochs=epochs,
+        steps_per_epoch=steps if steps < full_epoch else None,
+        shuffle=True,
+        verbose=0,
+        callbacks=[keras_batches(progress, task, epochs, steps)],
+    )
     return [float(v) for v in history.history["loss"]]
 
 
@@ -195,6 +210,7 @@ def train_gru4rec(
     config: dict[str, Any],
     seed: int,
     softmax: SoftmaxChoice = FULL_SOFTMAX,
+    progress: TrainingProgress = SILENT,
 ) -> tuple[GRU4Rec, list[float]]:
     """Next-item prediction at every position of each user's sequence (softmax cross-entropy, full or sampled)."""
     import keras
@@ -203,7 +219,8 @@ def train_gru4rec(
     chunks = gru_chunks(sequences, config["max_length"])
     with distributed.scope():
         model = build_gru4rec(n_items, config)
-    losses = _fit(model, chunks[:, :-1], chunks[:, 1:], item_unigrams(sequences, n_items), softmax, config, seed)
+    unigrams = item_unigrams(sequences, n_items)
+    losses = _fit(model, chunks[:, :-1], chunks[:, 1:], unigrams, softmax, config, seed, progress, "GRU4Rec batches")
     return GRU4Rec.from_model(model), losses
 
 
@@ -265,22 +282,25 @@ class GRU4Rec:
 def build_caser(n_items: int, n_users: int, config: dict[str, Any]) -> Any:
     """The last L item embeddings as an L x d image: vertical convolutions (weighted sums of the L rows) and
     horizontal ones of every height 1..L (max-pooled over time), a dense layer, the user embedding beside
-    it, then logits over the catalogue."""
+    it, then logits over the catalogue.
+
+    Caser's convolutions over a one-channel L x d image are written as the same arithmetic on the [L, d]
+    sequence: a horizontal filter of height h spans all d columns, so it is a Conv1D of width h with d input
+    channels, and a vertical filter is a Dense over the L positions of each column. Both train 2-3x faster
+    on CPU than Conv2D with a single input channel; Caser.from_model stores the kernels in the image layout."""
     import keras
 
     length, dim = config["length"], config["embedding"]
     items_in = keras.Input((length,), dtype="int32")
     user_in = keras.Input((), dtype="int32")
     embedded = keras.layers.Embedding(n_items, dim, name="items")(items_in)
-    image = keras.layers.Reshape((length, dim, 1))(embedded)
-    vertical = keras.layers.Flatten()(
-        keras.layers.Conv2D(config["vertical_filters"], (length, 1), name="vertical")(image)
-    )
+    columns = keras.layers.Permute((2, 1))(embedded)  # [d, L]: each column's L values
+    vertical = keras.layers.Flatten()(keras.layers.Dense(config["vertical_filters"], name="vertical")(columns))
     horizontal = [
-        keras.layers.GlobalMaxPooling2D()(
-            keras.layers.Conv2D(
-                config["horizontal_filters"], (height, dim), activation="relu", name=f"horizontal{height}"
-            )(image)
+        keras.layers.GlobalMaxPooling1D()(
+            keras.layers.Conv1D(config["horizontal_filters"], height, activation="relu", name=f"horizontal{height}")(
+                embedded
+            )
         )
         for height in range(1, length + 1)
     ]
@@ -304,6 +324,7 @@ def train_caser(
     config: dict[str, Any],
     seed: int,
     softmax: SoftmaxChoice = FULL_SOFTMAX,
+    progress: TrainingProgress = SILENT,
 ) -> tuple[Caser, list[float]]:
     """Next-item prediction from every window of L items (softmax cross-entropy, full or sampled)."""
     import keras
@@ -312,7 +333,8 @@ def train_caser(
     windows, owners, targets = caser_windows(sequences, users, config["length"])
     with distributed.scope():
         model = build_caser(n_items, n_users, config)
-    losses = _fit(model, [windows, owners], targets, item_unigrams(sequences, n_items), softmax, config, seed)
+    unigrams = item_unigrams(sequences, n_items)
+    losses = _fit(model, [windows, owners], targets, unigrams, softmax, config, seed, progress, "Caser batches")
     return Caser.from_model(model, config["length"]), losses
 
 
@@ -326,7 +348,8 @@ class Caser:
     def from_model(cls, model: Any, length: int) -> Caser:
         weights = {
             "embedding": model.get_layer("items").get_weights()[0],
-            "vertical_kernel": model.get_layer("vertical").get_weights()[0],
+            # [L, n_v] and [h, d, n_h] as the image convolutions' [L, 1, 1, n_v] and [h, d, 1, n_h].
+            "vertical_kernel": model.get_layer("vertical").get_weights()[0][:, None, None, :],
             "vertical_bias": model.get_layer("vertical").get_weights()[1],
             "hidden_kernel": model.get_layer("hidden").get_weights()[0],
             "hidden_bias": model.get_layer("hidden").get_weights()[1],
@@ -336,7 +359,7 @@ class Caser:
         }
         for height in range(1, length + 1):
             kernel, bias = model.get_layer(f"horizontal{height}").get_weights()
-            weights[f"horizontal{height}_kernel"], weights[f"horizontal{height}_bias"] = kernel, bias
+            weights[f"horizontal{height}_kernel"], weights[f"horizontal{height}_bias"] = kernel[:, :, None, :], bias
         return cls(weights, length)
 
     def state(self, history: np.ndarray, user: int = 0) -> np.ndarray:

@@ -1,0 +1,71 @@
+"""trainer/progress.py: how training bounds its work as data grows, and reports it; gan.planned_steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainer.config import load_config
+from trainer.models.gan import planned_steps
+from trainer.models.sequential import train_gru4rec
+from trainer.progress import Throttled, step_plan
+
+
+class Recorded:
+    def __init__(self) -> None:
+        self.reports: list[tuple[str, int, int, str]] = []
+
+    def stage(self, name: str) -> None:
+        pass
+
+    def work(self, task: str, done: int, total: int, detail: str = "") -> None:
+        self.reports.append((task, done, total, detail))
+
+
+@pytest.mark.parametrize(
+    ("epochs", "per_epoch", "max_steps", "plan"),
+    [
+        (10, 8, 0, (10, 8)),  # no cap
+        (10, 8, 80, (10, 8)),  # exactly at the cap
+        (10, 8, 50, (6, 8)),  # fewer whole epochs
+        (10, 800, 300, (1, 300)),  # one pass is longer than the cap: one partial pass
+        (3, 1000, 2500, (2, 1000)),
+    ],
+)
+def test_step_plan_caps_batches_not_below_one(
+    epochs: int, per_epoch: int, max_steps: int, plan: tuple[int, int]
+) -> None:
+    assert step_plan(epochs, per_epoch, max_steps) == plan
+    planned_epochs, planned_steps_per_epoch = plan
+    if max_steps:
+        assert planned_epochs * planned_steps_per_epoch <= max_steps
+
+
+def test_gan_updates_shrink_with_wide_rows() -> None:
+    gan = load_config(None)["gan"]
+    assert planned_steps(gan, 1_683) == gan["steps"]  # ml-100k's catalogue: uncapped
+    assert planned_steps(gan, 20_000) == gan["update_budget"] // 20_000 < gan["steps"]
+    assert planned_steps(gan, 100_000) == gan["update_budget"] // 100_000
+    assert planned_steps({**gan, "update_budget": 0}, 100_000) == gan["steps"]
+    assert planned_steps({**gan, "update_budget": 1}, 1_683) == 1, "never zero updates"
+
+
+def test_throttled_forwards_the_first_and_last_report() -> None:
+    progress = Recorded()
+    report = Throttled(progress, "batches", 1000, interval_s=3600)
+    for done in range(1, 1001):
+        report(done)
+    assert [done for _, done, _, _ in progress.reports] == [1, 1000]
+
+
+def test_gru4rec_runs_at_most_max_steps_batches_and_reports_them() -> None:
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(1, 30, 8) for _ in range(64)]  # shorter than max_length: 64 chunks, 8 batches
+    config = {
+        "max_length": 10, "embedding": 4, "units": 4, "dropout": 0.0, "learning_rate": 0.01,
+        "batch_size": 8, "epochs": 3, "max_steps": 12,
+    }  # fmt: skip
+    progress = Recorded()
+    _, losses = train_gru4rec(sequences, 30, config, seed=0, progress=progress)
+    assert len(losses) == 1, "12 batches: one whole epoch of 8, not a second"
+    assert progress.reports[-1][:3] == ("GRU4Rec batches", 8, 8)
