@@ -79,3 +79,32 @@ def test_scorer_from_model_exports_every_layer() -> None:
     scorer = scorer_from_model(model, {})
     assert [k.shape for k, _ in scorer.encoder] == [(12, 16), (16, 8), (8, 8)]
     assert [k.shape for k, _ in scorer.decoder] == [(8, 8), (8, 16), (16, 12)]
+
+
+@pytest.mark.parametrize("hidden", [[32], [32, 16]])
+def test_batched_candidates_equal_the_per_user_path(hidden: list[int]) -> None:
+    """Validation scores every epoch's candidates for all validation users at once; they must be the lists the
+    per-user path (the candidates service's) gives, including users with an empty or unknown-only history."""
+    from trainer.models.candidates import AutoencoderCandidates, CandidateScorer, candidate_scores
+
+    matrix = random_matrix(users=80, items=50, seed=2)
+    trained = train_autoencoder(matrix, small_config("vae", hidden), seed=0)
+    state_size = trained.scorer.item_matrix()[0].shape[0]
+    scorer = trained.scorer.with_items(np.random.default_rng(1).standard_normal((3, state_size + 1)))
+    histories = [matrix[u].indices for u in range(80)] + [np.array([], np.int64), np.array([51, 52])]
+    popularity = np.asarray(matrix.sum(axis=0)).ravel()
+    candidates = CandidateScorer(AutoencoderCandidates(scorer), np.append(popularity, [0, 0, 0]), 2.0)
+    batched = candidates.top_many(histories, histories, 20, chunk=16)
+    exact = 0
+    for history, (best, scores) in zip(histories, batched, strict=True):
+        expected_best, expected_scores = candidates.top(history, history, 20)
+        # Batched float32 products round differently from one user's: items whose scores tie to ~1e-7 may
+        # swap. The batched list's items must score, by the per-user path, what its top 20 score.
+        per_user = candidate_scores(AutoencoderCandidates(scorer), history, history, candidates.popularity, 2.0)
+        np.testing.assert_allclose(per_user[best], expected_scores, rtol=1e-5)
+        np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)
+        exact += np.array_equal(best, expected_best)
+    assert exact >= 0.9 * len(histories)
+    np.testing.assert_allclose(
+        scorer.user_states(histories[:5]), [scorer.user_state(h) for h in histories[:5]], atol=1e-5
+    )

@@ -217,7 +217,9 @@ def fit_with_validation(
 
     def candidate_lists(model: CandidateModel) -> list[tuple[np.ndarray, np.ndarray]]:
         scorer = CandidateScorer(model, validation_popularity, shrinkage)
-        return [scorer.top(histories[u][-max_history:], histories[u], n_candidates) for u in users]
+        return scorer.top_many(
+            [histories[u][-max_history:] for u in users], [histories[u] for u in users], n_candidates
+        )
 
     def validation_ndcg(model: CandidateModel) -> float:
         return hit_rate_ndcg([c for c, _ in candidate_lists(model)], targets, 100)["NDCG@100"]

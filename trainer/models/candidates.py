@@ -6,6 +6,7 @@ by how much history the user has, so a user with one or two interactions does no
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,6 +61,19 @@ class AutoencoderCandidates:
         probabilities = shares(np.exp(logits))
         if self.transfer is not None:
             probabilities = shares(self.transfer.apply(probabilities))
+        return probabilities
+
+    def probabilities_many(self, seens: Sequence[np.ndarray]) -> np.ndarray:
+        """probabilities for many users at once, [users, items] (the candidate model does not read `recent`)."""
+        kernel, bias = self.scorer.item_matrix()
+        logits = (self.scorer.user_states(seens) @ kernel + bias).astype(np.float64)  # as score(): float32
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        probabilities = exp / exp.sum(axis=1, keepdims=True)
+        probabilities[[not np.any(seen > 0) for seen in seens]] = 0.0
+        if self.transfer is not None:
+            for row in range(len(probabilities)):
+                probabilities[row] = shares(self.transfer.apply(probabilities[row]))
         return probabilities
 
 
@@ -135,6 +149,23 @@ class CandidateScorer:
         model = AutoencoderCandidates(self.model.scorer.with_items(vectors), self.model.transfer)
         popularity = np.append(self.popularity, np.zeros(len(vectors), self.popularity.dtype))
         return CandidateScorer(model, popularity, self.shrinkage, self.index)
+
+    def top_many(
+        self, recents: Sequence[np.ndarray], seens: Sequence[np.ndarray], n: int, chunk: int = 256
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """top(recent, seen, n) for many users (seen items excluded): the exact path computed a chunk of users at
+        a time, which is what makes per-epoch validation cheap. Other paths (an index, item-kNN) go user by user."""
+        if self.index is not None or not isinstance(self.model, AutoencoderCandidates):
+            return [self.top(recent, seen, n) for recent, seen in zip(recents, seens, strict=True)]
+        lists: list[tuple[np.ndarray, np.ndarray]] = []
+        for start in range(0, len(seens), chunk):
+            part = seens[start : start + chunk]
+            probabilities = self.model.probabilities_many(part)
+            for seen, model_scores in zip(part, probabilities, strict=True):
+                scores = _blend(model_scores, seen, self.popular_probabilities, self.shrinkage)
+                best = top_n(scores, n, seen)
+                lists.append((best, scores[best]))
+        return lists
 
     def top(
         self,
