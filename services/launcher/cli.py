@@ -19,7 +19,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from services.launcher.supervisor import LaunchError, PublicTLS, Suite, wait_for_signal
 
@@ -59,14 +59,15 @@ class RichTrainingProgress:
     STAGES = ("workflow", "validation", "models", "synthetic", "write")
 
     def __init__(self, console: Console) -> None:
+        fixed = Column(no_wrap=True)  # on a narrow console the detail is cut, not the figures
         self.bars = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[detail]}"),
+            TextColumn("{task.description}", table_column=fixed),
+            BarColumn(bar_width=10, table_column=fixed),
+            MofNCompleteColumn(table_column=Column(no_wrap=True)),
+            TimeElapsedColumn(table_column=Column(no_wrap=True)),
+            TextColumn("eta", table_column=Column(no_wrap=True)),
+            TimeRemainingColumn(table_column=Column(no_wrap=True)),
+            TextColumn("{task.fields[detail]}", table_column=Column(overflow="ellipsis", no_wrap=True, min_width=0)),
             console=console,
         )
         self.stage_task = self.bars.add_task("training", total=len(self.STAGES), detail="")
@@ -89,7 +90,7 @@ class RichTrainingProgress:
     def work(self, task: str, done: int, total: int, detail: str = "") -> None:
         key = f"{self.current}: {task}"
         if key not in self.tasks:
-            self.tasks[key] = self.bars.add_task(f"  {key}", total=total, detail=detail)
+            self.tasks[key] = self.bars.add_task(f"  {task}", total=total, detail=detail)
         self.bars.update(self.tasks[key], completed=done, total=total, detail=detail)
 
 
