@@ -1,4 +1,4 @@
-"""Starting the servers a benchmark measures: free ports, and waiting for grpc.health.v1 SERVING."""
+"""Starting the servers a benchmark measures: free ports, waiting for grpc.health.v1 SERVING, their memory."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,6 +18,17 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """A live process's resident memory in MiB (Linux /proc/PID/status): now (VmRSS) and its peak so far
+    (VmHWM), threads and all."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024  # kB
+    return {"rss_mib": fields["VmRSS"], "peak_rss_mib": fields["VmHWM"]}
 
 
 def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 600) -> None:
