@@ -68,7 +68,10 @@ def load_histories(path: Path, workflow: Workflow) -> dict[str, History]:
     user without recorded events then encodes only the few items its sequence keeps."""
     frame = pd.read_parquet(path)
     users = frame["user_id"].astype(str).to_numpy()
-    items = frame["item_id"].astype(str).to_numpy(dtype=object)
+    # One str object per distinct item, shared by every row that holds it: at 10M rows, 10M separate strings
+    # would be most of the service's memory.
+    codes, distinct = pd.factorize(frame["item_id"].astype(str))
+    items = distinct.to_numpy(dtype=object)[codes]
     timestamps = frame["timestamp"].to_numpy(np.int64)
     indices = workflow.items.encode(items)
     # A user's first interaction with each item, in one pass over all rows.
