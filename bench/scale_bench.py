@@ -41,6 +41,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from processes import tree_memory  # noqa: E402
+
 SHARED = ROOT.parent / "shared"
 RECBENCH = SHARED / "tools" / "recbench.py"
 MOVIELENS = SHARED / "data" / "ml-100k"
@@ -132,6 +134,10 @@ def prepare(size: Size, work: Path) -> dict[str, Any]:
     if report["data"]["items"] > ARGS.ease_max_items:
         evaluate.append("--no-ease")
         result["ease_skipped"] = f"{report['data']['items']} items > {ARGS.ease_max_items}"
+    if ARGS.evaluate_users:
+        # EASE scores every test user against the whole catalogue (users x items x items): a seeded sample keeps
+        # evaluation in minutes at 100k users; ml-100k's 943 stay whole.
+        evaluate += ["--users", str(ARGS.evaluate_users)]
     step = run_measured(evaluate, directory / "evaluate.log")
     result["steps"]["evaluate"] = {k: v for k, v in vars(step).items() if k != "stdout"}
     result["quality"] = json.loads(step.stdout)
@@ -154,16 +160,12 @@ def slopes(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def service_memory(suite: Any) -> dict[str, float]:
-    """Resident memory (GiB) of each process of a running suite, tritonserver included."""
+    """Resident memory (GiB) of each process of a running suite; tritonserver's with its python backend stub
+    processes (one per model instance), which hold the ranker."""
     pids = {name: child.process.pid for name, child in suite.children.items()}
     if suite.triton is not None and suite.triton.process is not None:
         pids["tritonserver"] = suite.triton.process.pid
-    memory = {}
-    for name, pid in pids.items():
-        status = Path(f"/proc/{pid}/status").read_text()
-        kib = int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
-        memory[name] = round(kib / 2**20, 3)
-    return memory
+    return {name: round(tree_memory(pid)["VmRSS"] / 1024, 3) for name, pid in pids.items()}
 
 
 def serve_and_load(prepared: list[dict[str, Any]], seconds: int, rounds: int, concurrency: int) -> dict[str, Any]:
@@ -229,6 +231,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--ease-max-items", type=int, default=100_000)
+    parser.add_argument("--evaluate-users", type=int, default=10_000, help="test users scored (a seeded sample)")
     parser.add_argument("--out", type=Path)
     global ARGS
     ARGS = parser.parse_args()
