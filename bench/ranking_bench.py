@@ -14,7 +14,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,17 @@ from trainer.models.ranking import Ranker  # noqa: E402
 from trainer.ranker_onnx import MODEL_FILE as ONNX_MODEL_FILE  # noqa: E402
 from trainer.triton_repository import MODEL_VERSION, link_served_version  # noqa: E402
 from trainer.workflow import Workflow  # noqa: E402
+
+
+def rank_request(
+    user: str, history_ids: Iterable[str], candidate_ids: Iterable[object], scores: Iterable[float]
+) -> ranking_pb2.RankRequest:
+    """The ranking service's request for a user's history and scored candidates (ids, as clients send them)."""
+    context = common_pb2.UserContext(user_id=user, history=[common_pb2.HistoryEntry(item_id=h) for h in history_ids])
+    candidates = [
+        common_pb2.ScoredItem(item_id=str(c), score=float(s)) for c, s in zip(candidate_ids, scores, strict=True)
+    ]
+    return ranking_pb2.RankRequest(context=context, candidates=candidates)
 
 
 def percentiles(function: Callable[[int], object], count: int) -> dict[str, float]:
@@ -134,17 +145,7 @@ def main() -> None:
 
                 def through_service(i: int, cases: list = cases) -> object:  # type: ignore[type-arg]
                     user, history_ids, _, candidates, scores = cases[i]
-                    ids = workflow.items.decode(candidates)
-                    context = common_pb2.UserContext(
-                        user_id=user, history=[common_pb2.HistoryEntry(item_id=h) for h in history_ids]
-                    )
-                    request = ranking_pb2.RankRequest(
-                        context=context,
-                        candidates=[
-                            common_pb2.ScoredItem(item_id=str(c), score=float(s))
-                            for c, s in zip(ids, scores, strict=True)
-                        ],
-                    )
+                    request = rank_request(user, history_ids, workflow.items.decode(candidates), scores)
                     return stub.Rank(request, timeout=5)
 
                 results[f"{n} in-process"] = percentiles(in_process, args.requests)

@@ -50,9 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from processes import free_port, start_server, status_kib, tree_memory  # noqa: E402
-from ranking_bench import percentiles  # noqa: E402
+from ranking_bench import percentiles, rank_request  # noqa: E402
 
-from recsys.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc  # noqa: E402
+from recsys.v1 import ranking_pb2_grpc  # noqa: E402
 from services.launcher.triton import TritonServer  # noqa: E402
 from trainer import triton_contract as contract  # noqa: E402
 from trainer.artifacts import load_manifest, new_version_name, publish, resolve_version, staging_directory  # noqa: E402
@@ -326,16 +326,7 @@ def serve(built: Built, requests: int, seed: int, work: Path) -> Iterator[Served
 
             def through_service(i: int, n: int = n) -> object:
                 user, history_ids, _, candidates, scores = cases[n][i]
-                context = common_pb2.UserContext(
-                    user_id=user, history=[common_pb2.HistoryEntry(item_id=h) for h in history_ids]
-                )
-                request = ranking_pb2.RankRequest(
-                    context=context,
-                    candidates=[
-                        common_pb2.ScoredItem(item_id=str(c), score=float(s))
-                        for c, s in zip(workflow.items.decode(candidates), scores, strict=True)
-                    ],
-                )
+                request = rank_request(user, history_ids, workflow.items.decode(candidates), scores)
                 return stub.Rank(request, timeout=5)
 
             calls[f"{n} onnx in-process"] = onnx_in_process

@@ -169,16 +169,7 @@ class AutoencoderScorer:
         known = np.unique(history[(history > 0) & (history < kernel.shape[0])])
         # The input is binary and L2-normalised, so x @ W is the sum of the history's rows over sqrt(n).
         first = kernel[known].sum(axis=0) / math.sqrt(len(known)) if len(known) else np.zeros(kernel.shape[1])
-        h = first + bias
-        if len(self.encoder) > 1:  # tanh layers, then the linear mean layer
-            h = np.tanh(h)
-            for kernel, bias in self.encoder[1:-1]:
-                h = np.tanh(h @ kernel + bias)
-            kernel, bias = self.encoder[-1]
-            h = h @ kernel + bias
-        for kernel, bias in self.decoder[:-1]:
-            h = np.tanh(h @ kernel + bias)
-        return h.astype(np.float32)
+        return self._state_from_first_layer(first + bias)
 
     def user_states(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """user_state of many histories at once ([len(histories), state]): one sparse product and a few
@@ -190,8 +181,11 @@ class AutoencoderScorer:
         values = (1.0 / np.sqrt(np.repeat(np.maximum(counts, 1), counts))).astype(np.float32)
         columns = np.concatenate(known) if known else np.zeros(0, np.int64)
         inputs = sp.csr_matrix((values, (rows, columns)), shape=(len(known), kernel.shape[0]))
-        h = np.asarray(inputs @ kernel) + bias
-        if len(self.encoder) > 1:
+        return self._state_from_first_layer(np.asarray(inputs @ kernel) + bias)
+
+    def _state_from_first_layer(self, h: np.ndarray) -> np.ndarray:
+        """The rest of the network from the first layer's pre-activation, for one user ([hidden]) or many."""
+        if len(self.encoder) > 1:  # tanh layers, then the linear mean layer
             h = np.tanh(h)
             for kernel, bias in self.encoder[1:-1]:
                 h = np.tanh(h @ kernel + bias)
