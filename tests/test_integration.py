@@ -348,6 +348,13 @@ def test_packed_candidates_rank_like_scored_items_whatever_version_packed_them(
         workflow = Workflow.load(artifacts / "current" / "workflow")
         expected_indices = workflow.items.encode(list(packed.item_ids))
         assert np.frombuffer(packed.item_indices, WIRE_INDEX).tolist() == expected_indices.tolist()
+        # The most popular items by the artefact's popularity scores, excluded ids left out.
+        popularity = np.load(artifacts / "current" / "models" / "popularity.npy")
+        by_popularity = [str(workflow.items.ids[i - 1]) for i in np.argsort(-popularity[1:], kind="stable") + 1]
+        excluded = by_popularity[1]
+        popular = candidates.GetPopular(candidates_pb2.GetPopularRequest(n=5, exclude_item_ids=[excluded]), timeout=10)
+        assert [c.item_id for c in popular.items] == [i for i in by_popularity[:6] if i != excluded]
+        assert popular.model == "popularity" and popular.model_version == scored.model_version
 
         rank = ranking_pb2_grpc.RankingServiceStub(ranking_channel).Rank
         expected = [

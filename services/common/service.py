@@ -128,15 +128,6 @@ class ArtifactService:
             await self._on_close()
 
 
-def in_thread(factory: Callable[[ArtifactVersion], Any]) -> Callable[[ArtifactVersion], Awaitable[Any]]:
-    """Build a core off the event loop, so health checks keep answering while models load."""
-
-    async def build(artifacts: ArtifactVersion) -> Any:
-        return await asyncio.to_thread(factory, artifacts)
-
-    return build
-
-
 class CoreSlot(Generic[CoreT]):
     """Mixed into a servicer: the core that start() builds, read by every RPC."""
 
