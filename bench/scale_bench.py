@@ -230,7 +230,9 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--ease-max-items", type=int, default=100_000)
+    parser.add_argument(
+        "--ease-max-items", type=int, default=20_000, help="EASE holds two items x items float32 matrices"
+    )
     parser.add_argument("--evaluate-users", type=int, default=10_000, help="test users scored (a seeded sample)")
     parser.add_argument("--out", type=Path)
     global ARGS

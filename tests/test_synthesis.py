@@ -150,7 +150,7 @@ def test_unknown_candidates_keep_their_candidate_place() -> None:
 
 
 def test_quality_figures(synthesis: Synthesis, demo: tuple[Workflow, pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
-    from trainer.synthetic_quality import synthetic_quality
+    from trainer.synthetic_quality import sample_users, synthetic_quality
 
     _, interactions, users, _ = demo
     ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable").astype({"timestamp": np.int64})
@@ -166,6 +166,16 @@ def test_quality_figures(synthesis: Synthesis, demo: tuple[Workflow, pd.DataFram
     assert utility["hr10_ratio"] > 0.5, utility
     assert privacy["synthetic_users_equal_to_a_training_user"] == 0
     assert privacy["synthetic_closer_than_the_holdout_5th_percentile"] < 0.2
+
+    # On large data the report compares with a sample of the users, and as many synthetic interactions.
+    half = train["user_id"].nunique() // 2
+    sampled = synthetic_quality(synthesis, train, test, users, seed=3, max_users=half)
+    reference = sample_users(train, half, 3)
+    assert reference["user_id"].nunique() == sampled["fidelity"]["real_users"] == half
+    assert sampled["fidelity"]["synthetic_interactions"] == len(reference) < len(train)
+    # Test users are still scored from their whole histories, all of them.
+    assert sampled["utility"]["test_users"] == len(test)
+    assert sample_users(train, half, 3).equals(reference) and sample_users(train, None, 3) is train
 
 
 # A GAN small enough to train in a second or two.

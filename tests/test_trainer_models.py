@@ -502,3 +502,16 @@ def test_top_n_breaks_ties_by_index_even_at_the_cut_off() -> None:
     scores = np.array([0.0, 1.0, 5.0, 1.0, 5.0, 1.0, 1.0], dtype=np.float32)
     assert top_n(scores, 4, NONE).tolist() == [2, 4, 1, 3]
     assert top_n(scores[::-1].copy(), 3, NONE).tolist() == [2, 4, 1]
+
+
+def test_positive_definite_inverse_matches_lu_and_refuses_indefinite() -> None:
+    from trainer.evaluate import positive_definite_inverse
+
+    rng = np.random.default_rng(0)
+    ratings = (rng.random((300, 60)) < 0.1).astype(np.float32)
+    gram = ratings.T @ ratings + 5.0 * np.eye(60, dtype=np.float32)
+    inverse = positive_definite_inverse(gram.copy())
+    np.testing.assert_allclose(inverse, np.linalg.inv(gram), rtol=1e-3, atol=1e-6)
+    np.testing.assert_array_equal(inverse, inverse.T)
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        positive_definite_inverse(-gram)

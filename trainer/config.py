@@ -134,6 +134,7 @@ def _check_ranges(config: dict[str, Any]) -> None:
         (config["gan"]["learning_rate"] > 0, "gan.learning_rate must be > 0"),
         (config["gan"]["item_reconstruction"] >= 0, "gan.item_reconstruction must be >= 0"),
         (config["gan"]["samples"] >= 1, "gan.samples must be >= 1"),
+        (config["gan"]["quality_users"] >= 0, "gan.quality_users must be >= 0 (0: every training user)"),
         (config["gan"]["item_popularity_exponent"] >= 0, "gan.item_popularity_exponent must be >= 0"),
         (config["gan"]["cold_history"] >= 1, "gan.cold_history must be >= 1"),
         (config["data"]["min_user_count"] >= 1, "data.min_user_count must be >= 1"),

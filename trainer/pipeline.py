@@ -288,7 +288,9 @@ def training_quality(
     ordered = ordered.sort_values(["user_id", "timestamp"], kind="stable")
     last = ordered.groupby("user_id", sort=False).tail(1)
     held = last.sample(min(len(last), int(config["ranking"]["validation_users"])), random_state=config["seed"])
-    return synthetic_quality(synthesis, ordered.drop(held.index), held, users, int(config["seed"]))
+    return synthetic_quality(
+        synthesis, ordered.drop(held.index), held, users, int(config["seed"]), config["gan"]["quality_users"] or None
+    )
 
 
 def previous_workflow(out_root: Path) -> Workflow | None:

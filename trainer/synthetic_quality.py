@@ -1,7 +1,8 @@
 """Quality of the synthetic data, reported by `recsys evaluate` beside the recommenders' metrics.
 
 Synthetic users and interactions are generated as GenerateSynthetic streams them (as many interactions as
-the real training data has), then compared with the real training data:
+the real reference has), then compared with the real reference: the training data, or on large data a seeded
+sample of its users (`max_users`; the comparison costs grow with users x users for privacy):
 
 - fidelity: item-popularity distributions (Jensen-Shannon divergence, total variation, Spearman correlation
   of item counts), per-attribute marginals of the users (total variation per column), item co-occurrence
@@ -50,6 +51,15 @@ def _jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
     return 0.5 * kl(p) + 0.5 * kl(q)
 
 
+def sample_users(interactions: pd.DataFrame, max_users: int | None, seed: int) -> pd.DataFrame:
+    """The interactions of a seeded sample of max_users users (all of them when there are no more)."""
+    ids = interactions["user_id"].unique()
+    if max_users is None or len(ids) <= max_users:
+        return interactions
+    chosen = np.random.default_rng(seed).choice(ids, max_users, replace=False)
+    return interactions[interactions["user_id"].isin(chosen)]
+
+
 def _user_item_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
     matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
     matrix.data[:] = 1.0
@@ -75,11 +85,14 @@ def synthetic_quality(
     test: pd.DataFrame,
     users: pd.DataFrame | None,
     seed: int = 0,
+    max_users: int | None = None,
 ) -> dict[str, Any]:
     """train/test: the split's interactions (user_id, item_id, timestamp; str ids); users: real user
-    attributes, if any."""
+    attributes, if any; max_users: compare with a seeded sample of that many training users (None: all)."""
     workflow = synthesis.workflow
     n_items = workflow.items.size
+    full_train = train
+    train = sample_users(train, max_users, seed)
     rows: list[tuple[str, str, int]] = []
     synthetic_users: list[tuple[str, dict[str, str]]] = []
     for chunk_users, chunk_rows in synthesis.generate_interactions(len(train), seed, {}, 100_000):
@@ -116,6 +129,7 @@ def synthetic_quality(
                 marginals[column] = round(float(0.5 * np.abs(joined.iloc[:, 0] - joined.iloc[:, 1]).sum()), 4)
 
     fidelity = {
+        "real_users": len(real_users),
         "synthetic_users": len(fake_users),
         "synthetic_interactions": len(synthetic),
         "item_popularity_jensen_shannon": round(_jensen_shannon(p, q), 4),
@@ -129,17 +143,19 @@ def synthetic_quality(
     }
     return {
         "fidelity": fidelity,
-        "utility": _train_synthetic_test_real(synthetic, train, test, synthesis),
+        "utility": _train_synthetic_test_real(synthetic, train, full_train, test, synthesis),
         "privacy": _privacy(real_matrix, fake_matrix, seed),
     }
 
 
 def _train_synthetic_test_real(
-    synthetic: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, synthesis: Synthesis
+    synthetic: pd.DataFrame, train: pd.DataFrame, full_train: pd.DataFrame, test: pd.DataFrame, synthesis: Synthesis
 ) -> dict[str, Any]:
+    """The same item-kNN fitted on the real reference and on as many synthetic interactions; each test user
+    is scored from their whole training history."""
     workflow = synthesis.workflow
     n_items = workflow.items.size
-    ordered = train.sort_values(["user_id", "timestamp"], kind="stable")
+    ordered = full_train.sort_values(["user_id", "timestamp"], kind="stable")
     histories = {u: workflow.items.encode(g["item_id"].to_numpy()) for u, g in ordered.groupby("user_id", sort=False)}
     targets = workflow.items.encode(test["item_id"].to_numpy())
     result: dict[str, Any] = {"model": "item_knn", "test_users": len(test)}
