@@ -29,14 +29,14 @@ sys.path.insert(0, str(ROOT))
 from processes import free_port, start_server  # noqa: E402
 
 from recsys.v1 import candidates_pb2, candidates_pb2_grpc, common_pb2  # noqa: E402
-from trainer import artifacts  # noqa: E402
+from recsys_runtime import artifacts  # noqa: E402
+from recsys_runtime.layout import MODELS_DIR, WORKFLOW_DIR  # noqa: E402
+from recsys_runtime.models.autoencoder import AutoencoderScorer  # noqa: E402
+from recsys_runtime.models.candidates import item_vectors  # noqa: E402
+from recsys_runtime.models.item_index import ItemIndex  # noqa: E402
+from recsys_runtime.models.popularity import save_popularity  # noqa: E402
+from recsys_runtime.workflow import Vocabulary, Workflow  # noqa: E402
 from trainer.config import load_config  # noqa: E402
-from trainer.layout import MODELS_DIR, WORKFLOW_DIR  # noqa: E402
-from trainer.models.autoencoder import AutoencoderScorer  # noqa: E402
-from trainer.models.candidates import item_vectors  # noqa: E402
-from trainer.models.item_index import ItemIndex  # noqa: E402
-from trainer.models.popularity import save_popularity  # noqa: E402
-from trainer.workflow import Vocabulary, Workflow  # noqa: E402
 
 HIDDEN, LATENT, TOPICS = 128, 32, 500
 

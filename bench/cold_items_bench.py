@@ -23,12 +23,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer.artifacts import load_manifest, resolve_version  # noqa: E402
-from trainer.layout import CATALOG_DIR, HISTORIES_FILE, MODELS_DIR, WORKFLOW_DIR  # noqa: E402
-from trainer.models.candidates import AutoencoderCandidates, item_vectors, load_candidate_scorer  # noqa: E402
+from recsys_runtime.artifacts import load_manifest, resolve_version  # noqa: E402
+from recsys_runtime.layout import CATALOG_DIR, HISTORIES_FILE, MODELS_DIR, WORKFLOW_DIR  # noqa: E402
+from recsys_runtime.models.candidates import AutoencoderCandidates, item_vectors, load_candidate_scorer  # noqa: E402
+from recsys_runtime.models.popularity import load_popularity  # noqa: E402
+from recsys_runtime.workflow import Workflow  # noqa: E402
 from trainer.models.gan import train_conditional_wgan  # noqa: E402
-from trainer.models.popularity import load_popularity  # noqa: E402
-from trainer.workflow import Workflow  # noqa: E402
 
 
 def main() -> None:

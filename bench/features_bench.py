@@ -137,8 +137,8 @@ def width(encoded: Any) -> int:
 
 def phase_workflow(data: Path, max_history: int) -> dict[str, Any]:
     """The project's path: read + clean with a quality report, fit, transform everything."""
+    from recsys_runtime.workflow import Workflow
     from trainer.data import load_csvs
-    from trainer.workflow import Workflow
 
     t0 = time.perf_counter()
     dataset = load_csvs(data / "interactions.csv", data / "items.csv", data / "users.csv")
@@ -205,10 +205,10 @@ def run_phase(name: str, data: Path, max_history: int) -> dict[str, Any]:
 
 def publish_features_artifact(data: Path, root: Path, max_history: int) -> Path:
     """An artefact version with what the features service loads (workflow, histories, catalogue)."""
-    from trainer import artifacts
+    from recsys_runtime import artifacts
+    from recsys_runtime.layout import CATALOG_DIR, HISTORIES_FILE, WORKFLOW_DIR
+    from recsys_runtime.workflow import Workflow
     from trainer.data import load_csvs
-    from trainer.layout import CATALOG_DIR, HISTORIES_FILE, WORKFLOW_DIR
-    from trainer.workflow import Workflow
 
     dataset = load_csvs(data / "interactions.csv", data / "items.csv", data / "users.csv")
     workflow = Workflow.fit(dataset.interactions, max_history, items=dataset.items, users=dataset.users)

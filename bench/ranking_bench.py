@@ -26,13 +26,14 @@ sys.path.insert(0, str(ROOT))
 from processes import free_port, start_server  # noqa: E402
 
 from recsys.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc  # noqa: E402
+from recsys_runtime import triton_contract as contract  # noqa: E402
+from recsys_runtime.artifacts import resolve_version  # noqa: E402
+from recsys_runtime.models.ranking import Ranker  # noqa: E402
+from recsys_runtime.triton_contract import ONNX_MODEL_FILE  # noqa: E402
+from recsys_runtime.triton_links import link_served_version  # noqa: E402
+from recsys_runtime.workflow import Workflow  # noqa: E402
 from services.launcher.triton import TritonServer  # noqa: E402
-from trainer import triton_contract as contract  # noqa: E402
-from trainer.artifacts import resolve_version  # noqa: E402
-from trainer.models.ranking import Ranker  # noqa: E402
-from trainer.ranker_onnx import MODEL_FILE as ONNX_MODEL_FILE  # noqa: E402
-from trainer.triton_repository import MODEL_VERSION, link_served_version  # noqa: E402
-from trainer.workflow import Workflow  # noqa: E402
+from trainer.triton_repository import MODEL_VERSION  # noqa: E402
 
 
 def rank_request(

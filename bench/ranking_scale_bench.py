@@ -53,18 +53,19 @@ from processes import free_port, start_server, status_kib, tree_memory  # noqa: 
 from ranking_bench import percentiles, rank_request  # noqa: E402
 
 from recsys.v1 import ranking_pb2_grpc  # noqa: E402
+from recsys_runtime import triton_contract as contract  # noqa: E402
+from recsys_runtime.artifacts import load_manifest, new_version_name, publish, resolve_version, staging_directory  # noqa: E402
+from recsys_runtime.evaluation import histories_by_user  # noqa: E402
+from recsys_runtime.layout import CONFIG_FILE, WORKFLOW_DIR  # noqa: E402
+from recsys_runtime.models.markov import Markov  # noqa: E402
+from recsys_runtime.models.ranking import COMPONENTS, Ranker  # noqa: E402
+from recsys_runtime.triton_contract import ONNX_MODEL_FILE  # noqa: E402
+from recsys_runtime.triton_links import link_served_version  # noqa: E402
+from recsys_runtime.workflow import Workflow  # noqa: E402
 from services.launcher.triton import TritonServer  # noqa: E402
-from trainer import triton_contract as contract  # noqa: E402
-from trainer.artifacts import load_manifest, new_version_name, publish, resolve_version, staging_directory  # noqa: E402
 from trainer.config import defaults  # noqa: E402
-from trainer.evaluation import histories_by_user  # noqa: E402
-from trainer.layout import CONFIG_FILE, WORKFLOW_DIR  # noqa: E402
-from trainer.models.markov import Markov  # noqa: E402
-from trainer.models.ranking import COMPONENTS, Ranker  # noqa: E402
 from trainer.pipeline import train_sequence_models  # noqa: E402
-from trainer.ranker_onnx import MODEL_FILE as ONNX_MODEL_FILE  # noqa: E402
-from trainer.triton_repository import link_served_version, write_ranker  # noqa: E402
-from trainer.workflow import Workflow  # noqa: E402
+from trainer.triton_repository import write_ranker  # noqa: E402
 
 # ml-100k's shape: 943 users, 1,682 items, 100,000 ratings.
 SMALL = (943, 1682, 106)

@@ -44,14 +44,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recsys.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
+from recsys_runtime.artifacts import open_verified_version  # noqa: E402
+from recsys_runtime.layout import CATALOG_DIR, HISTORIES_FILE  # noqa: E402
 from services.features.adapters import (  # noqa: E402
     DEFAULT_MAX_EVENT_IDS_PER_USER,
     DEFAULT_MAX_EVENTS_PER_USER,
     RedisEventStore,
 )
 from services.launcher.supervisor import Suite, artifact_root  # noqa: E402
-from trainer.artifacts import open_verified_version  # noqa: E402
-from trainer.layout import CATALOG_DIR, HISTORIES_FILE  # noqa: E402
 
 PHASES = ("before", "down", "after")
 CALL_TIMEOUT_S = 5.0

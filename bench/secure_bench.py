@@ -49,9 +49,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from load_bench import Recorder, call, closed_loop  # type: ignore[import-not-found]  # noqa: E402
 
 from recsys.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
+from recsys_runtime.triton_links import link_served_versions  # noqa: E402
 from services.gateway.client import GatewayConnection  # noqa: E402
 from services.launcher.supervisor import GATEWAY, PublicTLS, Suite, artifact_root  # noqa: E402
-from trainer.triton_repository import link_served_versions  # noqa: E402
 
 PLAIN, SECURE = "plaintext", "tls+auth"
 MODES = (PLAIN, SECURE)

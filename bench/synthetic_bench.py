@@ -21,10 +21,10 @@ sys.path.insert(0, str(ROOT))
 from processes import free_port, start_server  # noqa: E402
 
 from recsys.v1 import synthetic_pb2, synthetic_pb2_grpc  # noqa: E402
-from trainer.artifacts import resolve_version  # noqa: E402
-from trainer.layout import WORKFLOW_DIR  # noqa: E402
-from trainer.synthesis import GAN_DIR, Synthesis  # noqa: E402
-from trainer.workflow import Workflow  # noqa: E402
+from recsys_runtime.artifacts import resolve_version  # noqa: E402
+from recsys_runtime.layout import WORKFLOW_DIR  # noqa: E402
+from recsys_runtime.synthesis import GAN_DIR, Synthesis  # noqa: E402
+from recsys_runtime.workflow import Workflow  # noqa: E402
 
 
 def peak_mib(pid: int) -> float:

@@ -23,6 +23,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY protos/ protos/
+COPY recsys_runtime/ recsys_runtime/
 COPY services/ services/
 COPY trainer/ trainer/
 # The exact dependency set the tests ran with (constraints.txt), the project itself not editable; pip

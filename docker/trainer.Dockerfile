@@ -21,6 +21,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY protos/ protos/
+COPY recsys_runtime/ recsys_runtime/
 COPY services/ services/
 COPY trainer/ trainer/
 RUN pip install -c constraints.txt .

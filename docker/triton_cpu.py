@@ -33,9 +33,9 @@ DEFAULT_ARTIFACTS = "/artifacts"
 
 def command(env: Mapping[str, str], workspace: Path, extra: Sequence[str] = ()) -> list[str]:
     """The tritonserver command line; prepares the python backend under `workspace`."""
+    from recsys_runtime.artifacts import CURRENT
+    from recsys_runtime.triton_contract import SERVING_REPOSITORY_DIR, served_model_name
     from services.launcher.triton import DIST, prepare_backends
-    from trainer.artifacts import CURRENT
-    from trainer.triton_contract import SERVING_REPOSITORY_DIR, served_model_name
 
     root = Path(env.get("TRITON_ARTIFACTS") or DEFAULT_ARTIFACTS)
     backends = prepare_backends(workspace)

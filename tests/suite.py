@@ -163,8 +163,8 @@ def service_process(name: str, artifacts: Path, run_dir: Path, **env: str) -> It
 def clone_version(root: Path, version: str) -> str:
     """A new version under `root` with the files of `version` (the models of a retrain, without its minutes),
     published the trainer's way: complete and linked for Triton before `current` moves to it."""
-    from trainer.artifacts import MANIFEST, new_version_name, publish, staging_directory
-    from trainer.triton_repository import link_served_version
+    from recsys_runtime.artifacts import MANIFEST, new_version_name, publish, staging_directory
+    from recsys_runtime.triton_links import link_served_version
 
     clone = new_version_name()
     manifest = json.loads((root / version / MANIFEST).read_text())

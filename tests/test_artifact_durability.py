@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from recsys_runtime import artifacts
+from recsys_runtime.artifacts import CURRENT, MANIFEST, ArtifactError, publish, staging_directory, switch_current
+from recsys_runtime.triton_contract import served_model_name
 from services.common.artifacts import open_artifacts
 from services.launcher.supervisor import LaunchError, Suite
 from tests.test_cli import invoke, text
-from trainer import artifacts
-from trainer.artifacts import CURRENT, MANIFEST, ArtifactError, publish, staging_directory, switch_current
-from trainer.triton_contract import served_model_name
 
 FILES = {"a.txt": b"one", "nested/deeper/b.bin": b"\x00\x01\x02", "nested/c.json": b"{}"}
 V1, V2, V3 = "20240101-000000-aaaaaa", "20240102-000000-aaaaaa", "20240103-000000-aaaaaa"
@@ -104,8 +104,8 @@ def test_switch_current_flushes_the_root_after_the_link_moves(tmp_path: Path, sy
 
 
 def test_the_served_ranker_link_is_flushed_after_it_moves(tmp_path: Path, syscalls: list[Event]) -> None:
-    from trainer.triton_contract import SERVING_REPOSITORY_DIR
-    from trainer.triton_repository import link_served_version
+    from recsys_runtime.triton_contract import SERVING_REPOSITORY_DIR
+    from recsys_runtime.triton_links import link_served_version
 
     root = tmp_path.resolve()
     link = link_served_version(root, V1)

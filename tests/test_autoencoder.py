@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from recsys_runtime.models.autoencoder import AutoencoderScorer
 from trainer.config import load_config
-from trainer.models.autoencoder import AutoencoderScorer, build_model, scorer_from_model, train_autoencoder
+from trainer.models.autoencoder import build_model, scorer_from_model, train_autoencoder
 
 
 def small_config(variant: str = "vae", hidden: list[int] | None = None) -> dict:  # type: ignore[type-arg]
@@ -85,7 +86,7 @@ def test_scorer_from_model_exports_every_layer() -> None:
 def test_batched_candidates_equal_the_per_user_path(hidden: list[int]) -> None:
     """Validation scores every epoch's candidates for all validation users at once; they must be the lists the
     per-user path (the candidates service's) gives, including users with an empty or unknown-only history."""
-    from trainer.models.candidates import AutoencoderCandidates, CandidateScorer, candidate_scores
+    from recsys_runtime.models.candidates import AutoencoderCandidates, CandidateScorer, candidate_scores
 
     matrix = random_matrix(users=80, items=50, seed=2)
     trained = train_autoencoder(matrix, small_config("vae", hidden), seed=0)

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner, Result
 
+from recsys_runtime.artifacts import CURRENT, load_manifest, resolve_version
+from recsys_runtime.layout import CONFIG_FILE
 from services.launcher.cli import app
-from trainer.artifacts import CURRENT, load_manifest, resolve_version
-from trainer.layout import CONFIG_FILE
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -188,9 +188,9 @@ def test_layout_has_every_part() -> None:
         "components/gateway-api-keys",
     }
     assert expected <= dirs, f"missing: {sorted(expected - dirs)}"
-    # Every component is used by some overlay, so every one is built and checked below.
+    # Every component is used by an overlay or the base, so every one is built and checked below.
     used = {
-        (DEPLOY / overlay / c).resolve() for overlay in OVERLAYS for c in kustomization(overlay).get("components", [])
+        (DEPLOY / user / c).resolve() for user in (*OVERLAYS, "base") for c in kustomization(user).get("components", [])
     }
     for d in dirs:
         if kustomization(d).get("kind") == "Component":
@@ -563,7 +563,7 @@ def test_autoscaling_and_disruption_budgets(relative: str) -> None:
 
 
 def serving_repository() -> str:
-    from trainer.triton_contract import SERVING_REPOSITORY_DIR
+    from recsys_runtime.triton_contract import SERVING_REPOSITORY_DIR
 
     return f"/artifacts/{SERVING_REPOSITORY_DIR}"
 
@@ -589,8 +589,8 @@ def run_with_fake_tritonserver(script: str, artifacts: Path, tmp_path: Path) -> 
 
 
 def test_prod_runs_triton_on_a_gpu_with_the_gpu_configuration(tmp_path: Path) -> None:
-    from trainer.artifacts import CURRENT
-    from trainer.triton_contract import served_model_name
+    from recsys_runtime.artifacts import CURRENT
+    from recsys_runtime.triton_contract import served_model_name
     from trainer.triton_repository import GPU_CONFIGS
 
     triton = named("overlays/prod", "Deployment", "triton")
@@ -630,8 +630,8 @@ def test_prod_runs_triton_on_a_gpu_with_the_gpu_configuration(tmp_path: Path) ->
 
 
 def test_dev_runs_triton_on_cpu_from_the_services_image(tmp_path: Path) -> None:
-    from trainer.artifacts import CURRENT
-    from trainer.triton_contract import served_model_name
+    from recsys_runtime.artifacts import CURRENT
+    from recsys_runtime.triton_contract import served_model_name
 
     assert "nvidia.com/gpu" not in json.dumps(build("overlays/dev"))
     triton = named("overlays/dev", "Deployment", "triton")
@@ -1825,3 +1825,33 @@ def test_manifests_run_what_the_images_contain() -> None:
             assert script in destinations, f"{relative}: {container['name']} runs {script}, not in {IMAGES[key]}"
         assert effective(container, pod_spec(workload), "runAsUser") == uid, f"{container['name']}: uid"
     assert seen == set(IMAGES)
+
+
+def test_service_deployments_share_one_definition() -> None:
+    """The five Deployments differ only where their files say so; the rest is the service-defaults component."""
+    deployments = {d["metadata"]["name"]: d for d in build("base") if d["kind"] == "Deployment"}
+    assert set(deployments) == set(SERVICES)
+
+    def shared(deployment: Obj) -> Obj:
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        return {
+            "strategy": deployment["spec"]["strategy"],
+            "pod_security": pod["securityContext"],
+            "grace": pod["terminationGracePeriodSeconds"],
+            "volumes": sorted(v["name"] for v in pod["volumes"]),
+            "probes": [container[p] for p in ("readinessProbe", "livenessProbe")],
+            "startup": {k: v for k, v in container["startupProbe"].items() if k != "failureThreshold"},
+            "container_security": container["securityContext"],
+            "mounts": container["volumeMounts"],
+            "first_settings": container["envFrom"][0],
+        }
+
+    reference = shared(deployments["features"])
+    for name, deployment in deployments.items():
+        assert shared(deployment) == reference, name
+        startup = deployment["spec"]["template"]["spec"]["containers"][0]["startupProbe"]["failureThreshold"]
+        # Ranking waits for Triton to load its ranker: 15 minutes of start-up, the others 5.
+        assert startup == (180 if name == "ranking" else 60), name
+        own = (DEPLOY / "base" / name / "deployment.yaml").read_text()
+        assert "Probe" not in own and "securityContext" not in own, f"{name} repeats the shared definition"

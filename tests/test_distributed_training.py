@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from recsys_runtime.artifacts import CURRENT, MANIFEST
+from recsys_runtime.layout import REPORT_JSON
 from services.common.artifacts import open_artifacts
-from trainer.artifacts import CURRENT, MANIFEST
 from trainer.demo import generate
 from trainer.distributed import SINGLE, ClusterError, cluster_from_env
-from trainer.layout import REPORT_JSON
 
 # Small enough for CI on 2 cores (both trainings in about a minute and a half), large enough to learn:
 # every Keras model (Mult-VAE with early stopping, GRU4Rec, Caser, the item autoencoder) and both GANs run.

@@ -16,12 +16,12 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from recsys.v1 import common_pb2, features_pb2, features_pb2_grpc
+from recsys_runtime.workflow import Workflow
 from tests.suite import service_process
 from trainer.config import load_config
 from trainer.data import load_csvs
 from trainer.demo import generate
 from trainer.pipeline import train
-from trainer.workflow import Workflow
 
 pytestmark = pytest.mark.integration
 

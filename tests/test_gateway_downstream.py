@@ -15,6 +15,7 @@ import pytest
 from grpc_health.v1 import health
 
 from recsys.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, synthetic_pb2
+from recsys_runtime.models.popularity import PopularityRanking
 from services.common.clients import Deadline
 from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.server import create_server
@@ -23,7 +24,6 @@ from services.gateway.adapters import Addresses, BreakerSettings, Downstream, St
 from services.gateway.core import GatewayCore
 from services.gateway.servicer import GatewayServicer, registration
 from tests.stage_servers import DOWN, HANG, OK, SLOW, Candidates, Features, Ranking, StageServer, Synthetic, serve
-from trainer.models.popularity import PopularityRanking
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 

@@ -32,12 +32,12 @@ from recsys.v1 import (
     ranking_pb2_grpc,
     synthetic_pb2,
 )
+from recsys_runtime.workflow import Workflow
 from services.common.encoding import WIRE_INDEX, WIRE_SCORE
 from services.common.tls import TLSFiles
 from services.gateway.client import GatewayConnection
 from services.launcher.certificates import LocalAuthority
 from tests.suite import Served, SpanCollector, alive, clone_version, recsys, serve
-from trainer.workflow import Workflow
 
 pytestmark = pytest.mark.integration
 

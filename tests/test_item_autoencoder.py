@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from recsys_runtime.models.cold_items import ColdItemTransfer
+from recsys_runtime.workflow import Workflow
 from trainer.config import load_config
-from trainer.models.item_autoencoder import ColdItemTransfer, cold_neighbours, item_features, train_item_codes
-from trainer.workflow import Workflow
+from trainer.models.item_autoencoder import cold_neighbours, item_features, train_item_codes
 
 
 def catalogue() -> tuple[Workflow, pd.DataFrame]:

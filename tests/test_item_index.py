@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.models.candidates import AutoencoderCandidates, CandidateScorer, item_vectors
-from trainer.models.item_index import ItemIndex
+from recsys_runtime.models.candidates import AutoencoderCandidates, CandidateScorer, item_vectors
+from recsys_runtime.models.item_index import ItemIndex
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from candidates_bench import contexts, generated_catalogue

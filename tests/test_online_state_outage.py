@@ -16,6 +16,9 @@ import redis.asyncio as redis_asyncio
 from grpc_health.v1 import health
 
 from recsys.v1 import common_pb2, features_pb2, features_pb2_grpc
+from recsys_runtime.layout import CATALOG_DIR, HISTORIES_FILE, WORKFLOW_DIR
+from recsys_runtime.models.popularity import PopularityRanking, fit_popularity
+from recsys_runtime.workflow import Workflow
 from services.common.clients import Deadline
 from services.common.errors import Unavailable
 from services.common.server import create_server
@@ -27,9 +30,6 @@ from services.gateway.adapters import Addresses, BreakerSettings, Downstream, St
 from services.gateway.core import GatewayCore, Stage
 from tests.redis_server import RedisServer, free_port
 from trainer.demo import generate
-from trainer.layout import CATALOG_DIR, HISTORIES_FILE, WORKFLOW_DIR
-from trainer.models.popularity import PopularityRanking, fit_popularity
-from trainer.workflow import Workflow
 
 READ_TIMEOUT_S = 0.1
 

@@ -11,13 +11,15 @@ import onnxruntime as ort
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from trainer import triton_contract as contract
+from recsys_runtime import triton_contract as contract
+from recsys_runtime.models.markov import Markov
+from recsys_runtime.models.ranking import Ranker
+from recsys_runtime.models.sequential import Caser, GRU4Rec
+from recsys_runtime.triton_contract import CONFIGS_DIR
 from trainer.config import load_config
-from trainer.models.markov import Markov
-from trainer.models.ranking import Ranker
-from trainer.models.sequential import Caser, GRU4Rec, build_caser, build_gru4rec, caser_windows, gru_chunks
+from trainer.models.sequential import build_caser, build_gru4rec, caser_windows, gru_chunks
 from trainer.ranker_onnx import IR_VERSION, OPSET, build_ranker_graph
-from trainer.triton_repository import CONFIGS_DIR, GPU_CONFIGS, read_config, write_ranker
+from trainer.triton_repository import GPU_CONFIGS, read_config, write_ranker
 
 N_ITEMS, N_USERS = 40, 8
 

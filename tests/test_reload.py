@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from recsys_runtime.artifacts import ArtifactError, publish, staging_directory, switch_current
 from services.common.artifacts import ArtifactVersion
 from services.common.service import ArtifactService
 from services.common.settings import ServerSettings
-from trainer.artifacts import ArtifactError, publish, staging_directory, switch_current
 
 
 def make_version(root: Path, version: str, content: bytes = b"weights") -> None:

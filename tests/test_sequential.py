@@ -9,13 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from recsys_runtime.models.markov import Markov
+from recsys_runtime.models.ranking import Ranker, fit_weights
+from recsys_runtime.models.sequential import Caser, GRU4Rec, softmax_over
 from trainer.config import ConfigError, load_config
-from trainer.models.markov import Markov
-from trainer.models.ranking import Ranker, fit_weights
 from trainer.models.sequential import (
     FULL_SOFTMAX,
-    Caser,
-    GRU4Rec,
     build_caser,
     build_gru4rec,
     caser_windows,
@@ -23,7 +22,6 @@ from trainer.models.sequential import (
     gru_chunks,
     item_unigrams,
     sampled_softmax_trainer,
-    softmax_over,
     train_caser,
     train_gru4rec,
 )

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from recsys_runtime.synthesis import SYNTHETIC_USER_PREFIX, Synthesis, item_set_key
+from recsys_runtime.workflow import Workflow
 from trainer.config import load_config
 from trainer.demo import AGE_GROUPS, TOPICS, generate
 from trainer.models.gan import train_conditional_wgan
-from trainer.synthesis import SYNTHETIC_USER_PREFIX, Synthesis, fit_synthesis, item_set_key
-from trainer.workflow import Workflow
+from trainer.synthesis import fit_synthesis
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,7 @@ def test_round_trip(
 
 
 def test_generated_candidates_blend_the_generator_with_the_model() -> None:
-    from trainer.models.candidates import blend_generated
+    from recsys_runtime.models.candidates import blend_generated
 
     best, scores = np.array([5, 6, 7]), np.array([0.6, 0.3, 0.1])  # the model's top items
     generated, likelihoods = np.array([2, 7]), np.array([0.2, 0.8])  # least likely first

@@ -18,6 +18,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from recsys.v1 import common_pb2, synthetic_pb2, synthetic_pb2_grpc
+from recsys_runtime.layout import WORKFLOW_DIR
+from recsys_runtime.synthesis import GAN_DIR
+from recsys_runtime.workflow import Workflow
 from services.common.item_registry import SQLiteItemRegistry
 from services.common.server import create_server, set_serving
 from services.common.settings import EnvReader, ServerSettings, SettingsError
@@ -25,9 +28,7 @@ from services.synthetic.core import SyntheticCore
 from services.synthetic.servicer import DEFAULT_MAX_STREAM_S, StreamLimits, SyntheticServicer, registration
 from trainer.config import load_config
 from trainer.demo import generate
-from trainer.layout import WORKFLOW_DIR
-from trainer.synthesis import GAN_DIR, fit_synthesis
-from trainer.workflow import Workflow
+from trainer.synthesis import fit_synthesis
 
 Request = synthetic_pb2.GenerateSyntheticRequest
 KINDS = (Request.KIND_USERS, Request.KIND_ITEMS, Request.KIND_INTERACTIONS)

@@ -1,4 +1,4 @@
-"""trainer/config.py, trainer/workflow.py and the models in trainer/models."""
+"""trainer/config.py, recsys_runtime/workflow.py and the models in recsys_runtime/models and trainer/models."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from trainer.config import ConfigError, defaults, load_config
-from trainer.models.candidates import ItemKNNCandidates, candidate_scores
-from trainer.models.item_knn import ItemKNN
-from trainer.models.markov import Markov, blend
-from trainer.models.neighbours import TopNeighbours, recency_weights, top_n
-from trainer.models.popularity import (
+from recsys_runtime.models.candidates import ItemKNNCandidates, candidate_scores
+from recsys_runtime.models.item_knn import ItemKNN
+from recsys_runtime.models.markov import Markov, blend
+from recsys_runtime.models.neighbours import TopNeighbours, recency_weights, top_n
+from recsys_runtime.models.popularity import (
     SECONDS_PER_DAY,
     PopularityRanking,
     fit_popularity,
     load_popularity,
     save_popularity,
 )
-from trainer.workflow import OOV_INDEX, Vocabulary, Workflow
+from recsys_runtime.workflow import OOV_INDEX, Vocabulary, Workflow
+from trainer.config import ConfigError, defaults, load_config
 
 NONE = np.zeros(0, dtype=np.int64)
 

@@ -1,4 +1,4 @@
-"""trainer/artifacts.py, trainer/demo.py and trainer/pipeline.train end to end on generated demo data."""
+"""recsys_runtime/artifacts.py, trainer/demo.py and trainer/pipeline.train end to end on generated demo data."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer import artifacts
-from trainer.artifacts import (
+from recsys_runtime import artifacts
+from recsys_runtime.artifacts import (
     CURRENT,
     MANIFEST,
     ArtifactError,
@@ -26,10 +26,7 @@ from trainer.artifacts import (
     staging_directory,
     switch_current,
 )
-from trainer.config import load_config
-from trainer.data import load_csvs
-from trainer.demo import generate
-from trainer.layout import (
+from recsys_runtime.layout import (
     CATALOG_DIR,
     CONFIG_FILE,
     HISTORIES_FILE,
@@ -38,11 +35,14 @@ from trainer.layout import (
     REPORT_MD,
     WORKFLOW_DIR,
 )
-from trainer.models.candidates import AutoencoderCandidates, load_candidate_model
+from recsys_runtime.models.candidates import AutoencoderCandidates, load_candidate_model
+from recsys_runtime.triton_contract import RANKER_MODEL, REPOSITORY_DIR, SERVING_REPOSITORY_DIR, served_model_name
+from recsys_runtime.triton_links import link_served_version, link_served_versions
+from recsys_runtime.workflow import Workflow
+from trainer.config import load_config
+from trainer.data import load_csvs
+from trainer.demo import generate
 from trainer.pipeline import TrainResult, train
-from trainer.triton_contract import RANKER_MODEL, REPOSITORY_DIR, SERVING_REPOSITORY_DIR, served_model_name
-from trainer.triton_repository import link_served_version, link_served_versions
-from trainer.workflow import Workflow
 
 # ---------------------------------------------------------------- artifacts
 

@@ -11,11 +11,11 @@ import tritonclient.grpc as triton_grpc
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
+from recsys_runtime import triton_contract as contract
+from recsys_runtime.models.markov import Markov
+from recsys_runtime.models.ranking import Ranker
 from services.launcher.triton import TritonServer
 from tests.redis_server import free_port
-from trainer import triton_contract as contract
-from trainer.models.markov import Markov
-from trainer.models.ranking import Ranker
 from trainer.triton_repository import read_config, write_ranker
 
 

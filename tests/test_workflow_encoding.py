@@ -1,5 +1,6 @@
-"""Attribute encoding (trainer/attributes.py), history sequences (trainer/sequences.py), the fitted workflow
-(trainer/workflow.py) with stable indices across retrains, and the [workflow] configuration section."""
+"""Attribute encoding (recsys_runtime/attributes.py), history sequences (recsys_runtime/sequences.py), the
+fitted workflow (recsys_runtime/workflow.py) with stable indices across retrains, and the [workflow]
+configuration section."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer.attributes import (
+from recsys_runtime.attributes import (
     NUMERIC_CLIP,
     TEXT_OOV,
     TEXT_PAD,
@@ -22,13 +23,13 @@ from trainer.attributes import (
     infer_kind,
     tokenize,
 )
+from recsys_runtime.layout import REPORT_JSON, WORKFLOW_DIR
+from recsys_runtime.sequences import EncodedSequences, encode_sequence, encode_sequences
+from recsys_runtime.workflow import OOV_INDEX, Vocabulary, Workflow
 from trainer.config import ConfigError, load_config
 from trainer.data import Dataset, load_csvs
 from trainer.demo import generate
-from trainer.layout import REPORT_JSON, WORKFLOW_DIR
 from trainer.pipeline import train
-from trainer.sequences import EncodedSequences, encode_sequence, encode_sequences
-from trainer.workflow import OOV_INDEX, Vocabulary, Workflow
 
 
 def options(**overrides: Any) -> dict[str, Any]:
@@ -823,7 +824,7 @@ def test_config_numeric_scaling_rejects_others(tmp_path: Path, value: str) -> No
 def test_vocabulary_encode_by_dict_and_by_pandas_agree(
     monkeypatch: pytest.MonkeyPatch, dict_lookup_max_ids: int
 ) -> None:
-    import trainer.workflow as workflow_module
+    import recsys_runtime.workflow as workflow_module
 
     monkeypatch.setattr(workflow_module, "DICT_LOOKUP_MAX_IDS", dict_lookup_max_ids)
     vocabulary = Vocabulary(pd.Index([str(i) for i in range(1, 500)], dtype=object))

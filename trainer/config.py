@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from trainer.attributes import KINDS, SCALINGS
+from recsys_runtime.attributes import KINDS, SCALINGS
 
 CANDIDATE_MODELS = ("autoencoder", "item_knn")
 

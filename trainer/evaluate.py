@@ -15,18 +15,18 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from trainer.artifacts import load_manifest, resolve_version
-from trainer.evaluation import hit_rate_ndcg
-from trainer.layout import MODELS_DIR, WORKFLOW_DIR
-from trainer.models.candidates import load_candidate_scorer
-from trainer.models.neighbours import top_n
-from trainer.models.popularity import load_popularity
-from trainer.models.ranking import Ranker
-from trainer.synthesis import GAN_DIR, Synthesis
+from recsys_runtime.artifacts import load_manifest, resolve_version
+from recsys_runtime.evaluation import hit_rate_ndcg
+from recsys_runtime.layout import MODELS_DIR, WORKFLOW_DIR
+from recsys_runtime.models.candidates import load_candidate_scorer
+from recsys_runtime.models.neighbours import top_n
+from recsys_runtime.models.popularity import load_popularity
+from recsys_runtime.models.ranking import Ranker
+from recsys_runtime.synthesis import GAN_DIR, Synthesis
+from recsys_runtime.triton_contract import RANKER_MODEL, REPOSITORY_DIR
+from recsys_runtime.workflow import Workflow
 from trainer.synthetic_quality import synthetic_quality
-from trainer.triton_contract import RANKER_MODEL, REPOSITORY_DIR
 from trainer.triton_repository import MODEL_VERSION
-from trainer.workflow import Workflow
 
 EASE_LAMBDAS = (50.0, 200.0, 500.0, 1000.0, 3000.0)
 # Test users scored at once by EASE: a chunk x items block of scores, never users x items.

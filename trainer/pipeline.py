@@ -16,10 +16,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from trainer import artifacts, distributed
-from trainer.data import Dataset
-from trainer.evaluation import histories_by_user, hit_rate_ndcg, leave_last_out
-from trainer.layout import (
+from recsys_runtime import artifacts
+from recsys_runtime.evaluation import histories_by_user, hit_rate_ndcg, leave_last_out
+from recsys_runtime.layout import (
     CATALOG_DIR,
     CONFIG_FILE,
     CURVES_PNG,
@@ -30,35 +29,35 @@ from trainer.layout import (
     REPORT_MD,
     WORKFLOW_DIR,
 )
-from trainer.models.autoencoder import TrainedAutoencoder, train_autoencoder
-from trainer.models.candidates import (
+from recsys_runtime.models.candidates import (
     AutoencoderCandidates,
     CandidateModel,
     CandidateScorer,
     ItemKNNCandidates,
     item_vectors,
 )
-from trainer.models.item_autoencoder import (
-    CODES_FILE,
-    ColdItemTransfer,
-    cold_neighbours,
-    item_features,
-    train_item_codes,
-)
-from trainer.models.item_index import ItemIndex
-from trainer.models.item_knn import ItemKNN
-from trainer.models.markov import Markov
-from trainer.models.neighbours import top_n
-from trainer.models.popularity import fit_popularity, save_popularity
-from trainer.models.ranking import Ranker, fit_weights
-from trainer.models.sequential import Caser, GRU4Rec, choose_softmax, train_caser, train_gru4rec
+from recsys_runtime.models.cold_items import ColdItemTransfer
+from recsys_runtime.models.item_index import ItemIndex
+from recsys_runtime.models.item_knn import ItemKNN
+from recsys_runtime.models.markov import Markov
+from recsys_runtime.models.neighbours import top_n
+from recsys_runtime.models.popularity import fit_popularity, save_popularity
+from recsys_runtime.models.ranking import Ranker, fit_weights
+from recsys_runtime.models.sequential import Caser, GRU4Rec
+from recsys_runtime.synthesis import GAN_DIR, Synthesis
+from recsys_runtime.triton_contract import REPOSITORY_DIR
+from recsys_runtime.triton_links import link_served_version
+from recsys_runtime.workflow import Workflow
+from trainer import distributed
+from trainer.data import Dataset
+from trainer.models.autoencoder import TrainedAutoencoder, train_autoencoder
+from trainer.models.item_autoencoder import CODES_FILE, cold_neighbours, item_features, train_item_codes
+from trainer.models.sequential import choose_softmax, train_caser, train_gru4rec
 from trainer.progress import SILENT, TrainingProgress
 from trainer.report import plot_curves, plot_gan_curves
-from trainer.synthesis import GAN_DIR, Synthesis, fit_synthesis
+from trainer.synthesis import fit_synthesis
 from trainer.synthetic_quality import synthetic_quality
-from trainer.triton_contract import REPOSITORY_DIR
-from trainer.triton_repository import link_served_version, write_ranker
-from trainer.workflow import Workflow
+from trainer.triton_repository import write_ranker
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The ranker as one ONNX graph, for GPU serving (Triton's onnxruntime backend, optionally with TensorRT).
 
-It computes exactly what trainer.models.ranking.Ranker computes in numpy, batched: GRU4Rec and Caser
+It computes exactly what recsys_runtime.models.ranking.Ranker computes in numpy, batched: GRU4Rec and Caser
 encode each user's sequence once, candidates are scored against that state, Markov transitions and the
 candidate stage's scores become shares, and the fitted weights blend them. Tests hold the two equal.
 
@@ -21,14 +21,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from trainer import triton_contract as contract
-from trainer.models.ranking import Ranker
-from trainer.models.sequential import Caser, GRU4Rec
+from recsys_runtime import triton_contract as contract
+from recsys_runtime.models.ranking import Ranker
+from recsys_runtime.models.sequential import Caser, GRU4Rec
 
 OPSET = 17
 # IR 8 is what onnxruntime releases from 1.14 on load, so the file serves on older Triton images too.
 IR_VERSION = 8
-MODEL_FILE = "model.onnx"
 # Large enough to vanish under exp(), small enough to stay finite in float16 after TensorRT's casts.
 MASKED_LOGIT = -3.0e4
 
@@ -250,7 +249,7 @@ def build_ranker_graph(ranker: Ranker) -> onnx.ModelProto:
 
 def write_ranker_onnx(ranker: Ranker, version_dir: Path) -> Path:
     """model.onnx beside the python backend's files, written atomically."""
-    path = version_dir / MODEL_FILE
+    path = version_dir / contract.ONNX_MODEL_FILE
     partial = path.with_suffix(".onnx.partial")
     partial.write_bytes(build_ranker_graph(ranker).SerializeToString())
     partial.replace(path)

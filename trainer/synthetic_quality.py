@@ -25,10 +25,10 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
-from trainer.evaluation import hit_rate_ndcg
-from trainer.models.item_knn import ItemKNN
-from trainer.models.neighbours import top_n
-from trainer.synthesis import Synthesis, item_set_key
+from recsys_runtime.evaluation import hit_rate_ndcg
+from recsys_runtime.models.item_knn import ItemKNN
+from recsys_runtime.models.neighbours import top_n
+from recsys_runtime.synthesis import Synthesis, item_set_key
 
 CO_OCCURRENCE_ITEMS = 200
 HOLDOUT_SHARE = 0.2

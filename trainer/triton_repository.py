@@ -5,35 +5,32 @@ model_config_pb2:
                                         (the nvidia-pytriton wheel's tritonserver has only that backend)
     triton/ranker/configs/gpu.pbtxt     onnxruntime on GPU with TensorRT   (--model-config-name=gpu)
     triton/ranker/configs/gpu-cuda.pbtxt onnxruntime on GPU, CUDA kernels only (--model-config-name=gpu-cuda)
-    triton/ranker/1/model.py            imports the python backend's model class from this package
+    triton/ranker/1/model.py            imports the python backend's model class (recsys_runtime.triton_models)
     triton/ranker/1/*.npy, *.json       the ranker's weights (the trainer's numpy ranker)
     triton/ranker/1/model.onnx          the same ranker as one ONNX graph (trainer.ranker_onnx): what is served
 
-A deployment picks its configuration by name; all of them serve the same tensors (triton_contract).
+A deployment picks its configuration by name; all of them serve the same tensors (recsys_runtime.triton_contract).
+The serving repository's links to each version's ranker are recsys_runtime.triton_links.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from trainer import triton_contract as contract
-from trainer.artifacts import fsync_path, list_versions
-from trainer.models.ranking import Ranker
-from trainer.ranker_onnx import MODEL_FILE as ONNX_MODEL_FILE
+from recsys_runtime import triton_contract as contract
+from recsys_runtime.models.ranking import Ranker
+from recsys_runtime.triton_contract import CONFIGS_DIR, ONNX_MODEL_FILE
 from trainer.ranker_onnx import write_ranker_onnx
 
 MODEL_VERSION = "1"
-MODEL_PY = '''"""Triton python-backend entry point; the model lives in the recsys package."""
+MODEL_PY = '''"""Triton python-backend entry point; the model lives in the recsys_runtime package."""
 
-from trainer.triton_models import RankerModel as TritonPythonModel  # noqa: F401
+from recsys_runtime.triton_models import RankerModel as TritonPythonModel  # noqa: F401
 '''
 
-
-CONFIGS_DIR = "configs"
 # Deployment configurations: name -> GPU execution accelerator (None: onnxruntime's CUDA provider only).
 GPU_CONFIGS: dict[str, str | None] = {"gpu": "tensorrt", "gpu-cuda": None}
 # TensorRT engines are built per input shape range and cached here, so a restart does not rebuild them.
@@ -123,30 +120,3 @@ def write_ranker(repository: Path, ranker: Ranker, cpu_instances: int) -> Path:
     ranker.save(version)
     write_ranker_onnx(ranker, version)
     return version
-
-
-def link_served_version(root: Path, version: str) -> Path:
-    """Make `root`/triton-repository/ranker-<version> point at that version's ranker (a relative link, so the
-    root can be mounted anywhere). Idempotent; the link is swapped in atomically."""
-    serving = root / contract.SERVING_REPOSITORY_DIR
-    serving.mkdir(parents=True, exist_ok=True)
-    name = contract.served_model_name(version)
-    target = Path("..") / version / contract.REPOSITORY_DIR / contract.RANKER_MODEL
-    link = serving / name
-    if link.is_symlink() and Path(os.readlink(link)) == target:
-        return link
-    partial = serving / f".{name}.partial"
-    partial.unlink(missing_ok=True)
-    os.symlink(target, partial)
-    os.replace(partial, link)
-    fsync_path(serving)  # the link survives a power cut before `current` moves to the version it serves
-    return link
-
-
-def link_served_versions(root: Path) -> list[str]:
-    """Links for every complete version under `root` that has a ranker (roots written before the serving
-    repository existed, or copied without it); returns the versions linked."""
-    versions = [v for v in list_versions(root) if (root / v / contract.REPOSITORY_DIR / contract.RANKER_MODEL).is_dir()]
-    for version in versions:
-        link_served_version(root, version)
-    return versions

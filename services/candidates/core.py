@@ -10,14 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from recsys_runtime.layout import MODELS_DIR, WORKFLOW_DIR
+from recsys_runtime.models.candidates import DEFAULT_GENERATED_WEIGHT, blend_generated, load_candidate_scorer
+from recsys_runtime.models.popularity import PopularityRanking, load_popularity
+from recsys_runtime.workflow import Workflow
 from services.common.errors import Violations
 from services.common.item_registry import RegisteredItem
 from services.common.validation import MAX_K
-from trainer.config import defaults
-from trainer.layout import MODELS_DIR, WORKFLOW_DIR
-from trainer.models.candidates import blend_generated, load_candidate_scorer
-from trainer.models.popularity import PopularityRanking, load_popularity
-from trainer.workflow import Workflow
 
 POPULARITY_NAME = "popularity"
 GENERATED_NAME = "gan+autoencoder"
@@ -50,9 +49,7 @@ class CandidateCore:
         self.popularity = load_popularity(version_dir / MODELS_DIR)
         self.scorer = load_candidate_scorer(version_dir / MODELS_DIR, config, self.popularity)
         # Artefacts trained before the setting existed take today's default.
-        self.generated_weight = float(
-            config["candidates"].get("generated_weight", defaults()["candidates"]["generated_weight"])
-        )
+        self.generated_weight = float(config["candidates"].get("generated_weight", DEFAULT_GENERATED_WEIGHT))
         self._item_ids = self.workflow.items.ids.to_numpy()
         self.popular_ranking = PopularityRanking(self._item_ids, self.popularity, self.workflow.items.encode)
 

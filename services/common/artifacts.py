@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.artifacts import load_manifest, open_verified_version
+from recsys_runtime.artifacts import load_manifest, open_verified_version
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class ArtifactVersion:
 def open_artifacts(path: Path) -> ArtifactVersion:
     """The version to serve from `path` (a root or one version), every file's checksum verified before anything
     reads it. Under a root whose `current` does not verify, the last version that does (see
-    trainer.artifacts.open_verified_version), with a warning naming both."""
+    recsys_runtime.artifacts.open_verified_version), with a warning naming both."""
     verified = open_verified_version(path)
     stands_in_for = None
     if verified.refused:
@@ -50,7 +50,7 @@ def open_artifacts(path: Path) -> ArtifactVersion:
 
 
 def open_version(version_dir: Path) -> ArtifactVersion:
-    """Exactly this version, every checksum verified (raises trainer.artifacts.ArtifactError otherwise)."""
+    """Exactly this version, every checksum verified (raises recsys_runtime.artifacts.ArtifactError otherwise)."""
     manifest = load_manifest(version_dir, verify=True)
     log.info("artefacts verified", extra={"version": manifest["version"], "path": str(version_dir)})
     return ArtifactVersion(version_dir, manifest)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from recsys.v1 import common_pb2
-from trainer.workflow import Workflow
+from recsys_runtime.workflow import Workflow
 
 # The byte layout of PackedCandidates' arrays.
 WIRE_INDEX = np.dtype("<i4")

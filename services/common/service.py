@@ -10,12 +10,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from recsys_runtime.artifacts import ArtifactError, wanted_version
 from services.common import metrics
 from services.common.artifacts import ArtifactVersion, open_artifacts, open_version
 from services.common.errors import Unavailable
 from services.common.server import Registration
 from services.common.settings import ServerSettings
-from trainer.artifacts import ArtifactError, wanted_version
 
 CoreT = TypeVar("CoreT")
 log = logging.getLogger(__name__)

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys_runtime.attributes import EncodedAttributes
+from recsys_runtime.layout import CATALOG_DIR, HISTORIES_FILE, WORKFLOW_DIR
+from recsys_runtime.sequences import EncodedSequences
+from recsys_runtime.workflow import Workflow
 from services.common.errors import Unavailable, Violations
 from services.common.logs import Throttled
 from services.common.validation import EventInput, check_attributes, check_id, validate_events
 from services.features.adapters import EventStore
-from trainer.attributes import EncodedAttributes
-from trainer.layout import CATALOG_DIR, HISTORIES_FILE, WORKFLOW_DIR
-from trainer.sequences import EncodedSequences
-from trainer.workflow import Workflow
 
 log = logging.getLogger(__name__)
 # Every request hits the same store outage: one line per interval, with the count held back.

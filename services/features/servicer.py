@@ -11,14 +11,14 @@ import numpy as np
 from google.protobuf import field_mask_pb2
 
 from recsys.v1 import common_pb2, features_pb2, features_pb2_grpc
+from recsys_runtime.attributes import EncodedAttributes
+from recsys_runtime.sequences import EncodedSequences
 from services.common.encoding import WIRE_INDEX
 from services.common.errors import Violations
 from services.common.server import Registration
 from services.common.service import CoreSlot
 from services.common.validation import EventInput
 from services.features.core import FeatureCore, UserContext
-from trainer.attributes import EncodedAttributes
-from trainer.sequences import EncodedSequences
 
 
 def attributes_to_proto(encoded: EncodedAttributes) -> common_pb2.EncodedAttributes:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from recsys_runtime.layout import MODELS_DIR, WORKFLOW_DIR
+from recsys_runtime.models.popularity import PopularityRanking, load_popularity
+from recsys_runtime.workflow import Workflow
 from services.common.artifacts import ArtifactVersion
 from services.common.quotas import gateway_interceptors
 from services.common.server import run_main
@@ -13,9 +16,6 @@ from services.common.tls import ClientCertificates, TLSSettings
 from services.gateway.adapters import Addresses, BreakerSettings, Downstream, StageBudgets
 from services.gateway.core import GatewayCore
 from services.gateway.servicer import GatewayServicer, registration
-from trainer.layout import MODELS_DIR, WORKFLOW_DIR
-from trainer.models.popularity import PopularityRanking, load_popularity
-from trainer.workflow import Workflow
 
 
 def _fallback(artifacts: ArtifactVersion) -> PopularityRanking:

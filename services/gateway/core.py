@@ -11,6 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from recsys.v1 import common_pb2
+from recsys_runtime.models.popularity import PopularityRanking
 from services.common import metrics
 from services.common.clients import Deadline
 from services.common.encoding import pack_candidates, packed_scores
@@ -23,7 +24,6 @@ from services.common.validation import (
     check_k,
     validate_events,
 )
-from trainer.models.popularity import PopularityRanking
 
 log = logging.getLogger(__name__)
 

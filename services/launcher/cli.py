@@ -173,9 +173,8 @@ def _start_suite(
     triton_config: str | None = None,
     public_tls: PublicTLS | None = None,
 ) -> Suite:
-    from trainer.artifacts import ArtifactError, open_verified_version
-    from trainer.triton_contract import RANKER_MODEL, REPOSITORY_DIR
-    from trainer.triton_repository import CONFIGS_DIR
+    from recsys_runtime.artifacts import ArtifactError, open_verified_version
+    from recsys_runtime.triton_contract import CONFIGS_DIR, RANKER_MODEL, REPOSITORY_DIR
 
     # The version the services will start on: `current`, or the last version that verifies if it does not.
     try:
@@ -295,7 +294,7 @@ def up(
     once: Annotated[bool, typer.Option(help="Stop after printing the sample recommendation.")] = False,
 ) -> None:
     """Demo data if none, training if no artefacts, then serve and print one recommendation."""
-    from trainer.artifacts import ArtifactError, resolve_version
+    from recsys_runtime.artifacts import ArtifactError, resolve_version
 
     artifacts = home / ("artifacts-movielens" if movielens else "artifacts")
     try:
@@ -319,8 +318,8 @@ def up(
     try:
         import pandas as pd
 
-        from trainer.artifacts import open_verified_version
-        from trainer.layout import HISTORIES_FILE
+        from recsys_runtime.artifacts import open_verified_version
+        from recsys_runtime.layout import HISTORIES_FILE
 
         served = open_verified_version(artifacts).path  # the version the suite serves, fallback included
         user_id = str(pd.read_parquet(served / HISTORIES_FILE, columns=["user_id"]).iloc[0, 0])
@@ -346,7 +345,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """HR@k and NDCG@k of the candidate stage and the ranked list, beside popularity and EASE."""
-    from trainer.artifacts import ArtifactError
+    from recsys_runtime.artifacts import ArtifactError
     from trainer.evaluate import evaluate_split
 
     for name in ("train.csv", "test.csv"):
@@ -367,7 +366,7 @@ def versions(
     artifacts: Annotated[Path, typer.Option(help="An artefact root (what `recsys train --out` wrote).")],
 ) -> None:
     """List the artefact versions under a root, oldest first, marking the one being served."""
-    from trainer.artifacts import current_version, list_versions, load_manifest
+    from recsys_runtime.artifacts import current_version, list_versions, load_manifest
 
     names = list_versions(artifacts)
     if not names:
@@ -388,8 +387,8 @@ def rollback(
 ) -> None:
     """Point `current` back at the previous version (or --to any version); a running suite follows within
     its reload interval (RECSYS_RELOAD_POLL_MS), without restarting and without failed requests."""
-    from trainer.artifacts import ArtifactError, current_version, load_manifest, rollback_target, switch_current
-    from trainer.triton_repository import link_served_version
+    from recsys_runtime.artifacts import ArtifactError, current_version, load_manifest, rollback_target, switch_current
+    from recsys_runtime.triton_links import link_served_version
 
     try:
         target = rollback_target(artifacts, to)

@@ -24,13 +24,13 @@ from typing import IO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from recsys_runtime.artifacts import MANIFEST, ArtifactError, open_verified_version
+from recsys_runtime.triton_contract import SERVING_REPOSITORY_DIR, served_model_name
+from recsys_runtime.triton_links import link_served_versions
 from services.common.tls import TLSFiles, channel_credentials
 from services.launcher.certificates import LocalAuthority
 from services.launcher.environment import service_environment
 from services.launcher.triton import TritonServer
-from trainer.artifacts import MANIFEST, ArtifactError, open_verified_version
-from trainer.triton_contract import SERVING_REPOSITORY_DIR, served_model_name
-from trainer.triton_repository import link_served_versions
 
 BACKENDS = ("features", "candidates", "ranking", "synthetic")
 MAX_RESTARTS = 5

@@ -12,9 +12,9 @@ import tritonclient.grpc as triton_grpc
 from tritonclient.grpc import aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
+from recsys_runtime import triton_contract as contract
 from services.common import tracing
 from services.common.errors import DeadlineExceeded, DomainError, InvalidArgument, Unavailable
-from trainer import triton_contract as contract
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from typing import Protocol
 
 import numpy as np
 
+from recsys_runtime.layout import WORKFLOW_DIR
+from recsys_runtime.workflow import Workflow
 from services.common.errors import Violations
 from services.common.validation import MAX_K, check_id
-from trainer.layout import WORKFLOW_DIR
-from trainer.workflow import Workflow
 
 MODEL_NAME = "ranker_blend"
 # Cold users' generated histories are unordered guesses, not sequences: the sequence models, which predict

@@ -1,4 +1,4 @@
-"""Synthetic data and cold start from the artefact's conditional GANs (trainer.synthesis). An artefact
+"""Synthetic data and cold start from the artefact's conditional GANs (recsys_runtime.synthesis). An artefact
 without generators says so: nothing here stands in for them."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ import asyncio
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from recsys_runtime.layout import WORKFLOW_DIR
+from recsys_runtime.synthesis import GAN_DIR, Synthesis
+from recsys_runtime.workflow import Workflow
 from services.common.errors import FailedPrecondition, Violations
 from services.common.item_registry import ItemRegistry, RegisteredItem
 from services.common.validation import MAX_ITEMS_PER_REGISTRATION, check_attributes, check_id, validate_items
-from trainer.layout import WORKFLOW_DIR
-from trainer.synthesis import GAN_DIR, Synthesis
-from trainer.workflow import Workflow
 
 DEFAULT_CHUNK = 1000
 MAX_HISTORY_LENGTH = 1000

@@ -2,23 +2,21 @@
 with attributes but no interactions (a cold item) borrows the candidate model's score of its nearest warm
 items in that content space.
 
-Keras 3 for training; the codes and the cold items' neighbour lists are plain .npy arrays at serving time.
+Keras 3 for training; the codes and the cold items' neighbour lists are plain .npy arrays at serving time
+(recsys_runtime.models.cold_items.ColdItemTransfer).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from recsys_runtime.attributes import AttributeEncoder
+from recsys_runtime.models.neighbours import TopNeighbours
 from trainer import distributed
-from trainer.attributes import AttributeEncoder
-from trainer.models.neighbours import TopNeighbours
 
-NAME = "cold_items"
 CODES_FILE = "item_codes.npy"
 
 
@@ -65,37 +63,3 @@ def cold_neighbours(codes: np.ndarray, warm: np.ndarray, neighbours: int) -> Top
         indices[block] = warm_indices[best]
         values[block] = np.maximum(np.take_along_axis(similarity, best, axis=1), 0.0)
     return TopNeighbours(indices, values)
-
-
-@dataclass
-class ColdItemTransfer:
-    """Cold item j's model score = content_weight * the similarity-weighted mean of its warm neighbours'."""
-
-    neighbours: TopNeighbours
-    cold: np.ndarray  # indices of cold items
-    content_weight: float
-
-    def apply(self, probabilities: np.ndarray) -> np.ndarray:
-        if len(self.cold) == 0:
-            return probabilities
-        weights = self.neighbours.values[self.cold]
-        borrowed = (weights * probabilities[self.neighbours.indices[self.cold]]).sum(axis=1)
-        total = weights.sum(axis=1)
-        out = probabilities.copy()
-        out[self.cold] = self.content_weight * np.where(total > 0, borrowed / np.where(total > 0, total, 1), 0.0)
-        return out
-
-    def save(self, directory: Path) -> None:
-        self.neighbours.save(directory, NAME)
-        np.save(directory / f"{NAME}.cold.npy", self.cold.astype(np.int64), allow_pickle=False)
-        np.save(directory / f"{NAME}.weight.npy", np.array([self.content_weight], np.float32), allow_pickle=False)
-
-    @classmethod
-    def load(cls, directory: Path) -> ColdItemTransfer | None:
-        if not (directory / f"{NAME}.cold.npy").is_file():
-            return None
-        return cls(
-            TopNeighbours.load(directory, NAME),
-            np.load(directory / f"{NAME}.cold.npy", allow_pickle=False),
-            float(np.load(directory / f"{NAME}.weight.npy", allow_pickle=False)[0]),
-        )

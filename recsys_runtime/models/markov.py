@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from trainer.models.neighbours import TopNeighbours, recency_weights
+from recsys_runtime.models.neighbours import TopNeighbours, recency_weights
 
 NAME = "markov"
 

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer import triton_contract as contract
-from trainer.ranker_onnx import MODEL_FILE
+from recsys_runtime import triton_contract as contract
 
 
 def pad_rows(rows: list[np.ndarray], front: bool) -> np.ndarray:
@@ -33,7 +32,7 @@ def pad_rows(rows: list[np.ndarray], front: bool) -> np.ndarray:
 
 class RankerModel:
     """Re-ranks candidates: GRU4Rec, Caser, Markov transitions and the candidate score, blended with the
-    weights fitted on validation (trainer.models.ranking)."""
+    weights fitted on validation (recsys_runtime.models.ranking)."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         import onnxruntime as ort
@@ -41,7 +40,7 @@ class RankerModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one core per instance; Triton scales with instances
         options.inter_op_num_threads = 1
-        path = Path(args["model_repository"]) / args["model_version"] / MODEL_FILE
+        path = Path(args["model_repository"]) / args["model_version"] / contract.ONNX_MODEL_FILE
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def execute(self, requests: list[Any]) -> list[Any]:

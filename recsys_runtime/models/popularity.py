@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.models.neighbours import top_n
+from recsys_runtime.models.neighbours import top_n
 
 SECONDS_PER_DAY = 86_400.0
 

@@ -7,6 +7,12 @@ import numpy as np
 
 REPOSITORY_DIR = "triton"
 RANKER_MODEL = "ranker"
+# Inside a model's directory: its deployment configurations (configs/<name>.pbtxt), which `recsys serve
+# --triton-config NAME` picks from; the default configuration is config.pbtxt beside it.
+CONFIGS_DIR = "configs"
+# Inside a model version's directory: the ranker as one ONNX graph (trainer.ranker_onnx writes it), what
+# every configuration serves.
+ONNX_MODEL_FILE = "model.onnx"
 # Beside the versions of an artefact root: the model repository Triton serves. Every version's ranker appears
 # there as ranker-<version>, a relative link into that version, so two versions can be loaded at once while
 # the suite switches between them (and rolled back to) without restarting Triton.

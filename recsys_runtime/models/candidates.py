@@ -13,16 +13,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from trainer.models.autoencoder import AutoencoderScorer
-from trainer.models.item_autoencoder import ColdItemTransfer
-from trainer.models.item_index import ItemIndex
-from trainer.models.item_knn import ItemKNN
-from trainer.models.neighbours import top_n
+from recsys_runtime.models.autoencoder import AutoencoderScorer
+from recsys_runtime.models.cold_items import ColdItemTransfer
+from recsys_runtime.models.item_index import ItemIndex
+from recsys_runtime.models.item_knn import ItemKNN
+from recsys_runtime.models.neighbours import top_n
 
 # Popularity orders what no model score separates, without moving real scores.
 TIE_BREAK = 1e-9
 # Items sampled to estimate the softmax normaliser outside the approximate index's pool.
 NORMALISER_SAMPLE = 4096
+# candidates.generated_weight for artefacts trained before the setting existed: the trainer's default
+# (trainer/defaults.toml), kept here so that serving does not read the trainer's configuration.
+DEFAULT_GENERATED_WEIGHT = 0.8
 
 
 class CandidateModel(Protocol):

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainer.attributes import AttributeEncoder
-from trainer.sequences import EncodedSequences, encode_sequence, encode_sequences
+from recsys_runtime.attributes import AttributeEncoder
+from recsys_runtime.sequences import EncodedSequences, encode_sequence, encode_sequences
 
 FORMAT_VERSION = 2
 # Index 0 of every vocabulary is the out-of-vocabulary bucket.

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.evaluation import hit_rate_ndcg
-from trainer.models.candidates import shares
-from trainer.models.markov import Markov
-from trainer.models.sequential import Caser, GRU4Rec, softmax_over
+from recsys_runtime.evaluation import hit_rate_ndcg
+from recsys_runtime.models.candidates import shares
+from recsys_runtime.models.markov import Markov
+from recsys_runtime.models.sequential import Caser, GRU4Rec, softmax_over
 
 COMPONENTS = ("candidates", "markov", "gru4rec", "caser")
 WEIGHTS_FILE = "ranker.json"
