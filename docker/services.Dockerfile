@@ -26,9 +26,10 @@ COPY protos/ protos/
 COPY recsys_runtime/ recsys_runtime/
 COPY services/ services/
 COPY trainer/ trainer/
-# The exact dependency set the tests ran with (constraints.txt), the project itself not editable; pip
-# compiles the bytecode, so nothing needs writing at run time (the root filesystem is read-only).
-RUN pip install -c constraints.txt .
+# The exact dependency set the tests ran with (constraints.txt), the project itself not editable, serving
+# dependencies only: no TensorFlow, ONNX or matplotlib (the services import recsys_runtime, never the
+# trainer). pip compiles the bytecode, so nothing needs writing at run time (the root filesystem is read-only).
+RUN pip install -c constraints.txt ".[serve]"
 
 # ---- runtime: the interpreter, the virtual environment, a non-root user ---------------------------------
 FROM python:3.11.11-slim-bookworm AS runtime
@@ -49,7 +50,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
-    MPLCONFIGDIR=/tmp/matplotlib \
     RECSYS_HOST=0.0.0.0 \
     RECSYS_PORT=50051 \
     RECSYS_METRICS_PORT=9090 \

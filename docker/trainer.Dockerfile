@@ -24,7 +24,7 @@ COPY protos/ protos/
 COPY recsys_runtime/ recsys_runtime/
 COPY services/ services/
 COPY trainer/ trainer/
-RUN pip install -c constraints.txt .
+RUN pip install -c constraints.txt ".[train]"
 
 # ---- runtime --------------------------------------------------------------------------------------------
 FROM python:3.11.11-slim-bookworm AS runtime

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1722,6 +1723,25 @@ def dockerfiles() -> list[Path]:
 BUILD_TOOLS = re.compile(r"^(build-essential|gcc(-\d+)?|g\+\+(-\d+)?|clang|make|cmake|.*-dev)$")
 
 
+# Each image installs the project with one extra (pyproject.toml): the services never carry TensorFlow.
+IMAGE_EXTRAS = {"services.Dockerfile": "serve", "trainer.Dockerfile": "train"}
+TRAINING_ONLY = ("tensorflow", "keras", "matplotlib", "onnx")
+
+
+def test_services_image_installs_no_training_dependency() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+    serving = names(project["dependencies"]) | names(extras["serve"])
+    assert not serving & set(TRAINING_ONLY), serving & set(TRAINING_ONLY)
+    assert {"tensorflow", "onnx", "matplotlib"} <= names(extras["train"])
+    # train and dev build on the extra before them, so `make install` (.[dev]) has everything.
+    assert "recsys[serve]" in extras["train"] and "recsys[train]" in extras["dev"]
+
+
 def test_both_images_have_a_dockerfile() -> None:
     assert sorted(IMAGES.values()) == sorted(p.name for p in dockerfiles())
 
@@ -1742,7 +1762,8 @@ def test_dockerfile_is_multi_stage_pinned_and_non_root(path: Path) -> None:
             aliases.add(stage.alias)
     builder, final = stages[0], stages[-1]
     # The virtual environment is built in a stage of its own and copied whole: same interpreter underneath.
-    assert any(re.search(r"pip install (.* )?-c constraints\.txt \.", run) for run in builder.all("RUN"))
+    extra = IMAGE_EXTRAS[path.name]
+    assert any(f'-c constraints.txt ".[{extra}]"' in run for run in builder.all("RUN")), f"{path.name}: not .[{extra}]"
     assert builder.base == final.base, f"{path.name}: the venv's interpreter differs between stages"
     assert any(c.startswith(f"--from={builder.alias} /opt/venv /opt/venv") for c in final.all("COPY"))
     # Nothing in the final stage builds or installs packages with compilers.

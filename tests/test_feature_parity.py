@@ -23,8 +23,6 @@ from trainer.data import load_csvs
 from trainer.demo import generate
 from trainer.pipeline import train
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame]:

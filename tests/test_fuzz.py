@@ -55,7 +55,6 @@ from services.common.validation import (
 from tests.suite import Served, alive, recsys, serve
 
 pytestmark = [
-    pytest.mark.integration,
     # Hypothesis describes the drawn requests; a batch of thousands of events makes a long description.
     pytest.mark.filterwarnings("ignore:Generating overly large repr"),
 ]

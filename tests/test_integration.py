@@ -39,8 +39,6 @@ from services.gateway.client import GatewayConnection
 from services.launcher.certificates import LocalAuthority
 from tests.suite import Served, SpanCollector, alive, clone_version, recsys, serve
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:

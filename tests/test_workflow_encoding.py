@@ -706,6 +706,7 @@ def second_dataset(tmp_path: Path, first: Any) -> dict[str, Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_train_twice_keeps_indices_of_persisting_ids(tmp_path: Path) -> None:
     first = generate(n_users=150, n_items=60, mean_history=10)
     paths = first.write(tmp_path / "first")
