@@ -113,3 +113,18 @@ def test_serving_default_generated_weight_is_the_trainers() -> None:
     from trainer.config import defaults
 
     assert defaults()["candidates"]["generated_weight"] == DEFAULT_GENERATED_WEIGHT
+
+
+def test_ranker_entry_point_of_older_artefacts_still_loads_without_training_dependencies() -> None:
+    """Versions trained before the runtime package name trainer.triton_models in their model.py."""
+    older_model_py = "from trainer.triton_models import RankerModel as TritonPythonModel  # noqa: F401\n"
+    script = (
+        older_model_py
+        + "import sys\n"
+        + "from recsys_runtime.triton_models import RankerModel\n"
+        + "assert TritonPythonModel is RankerModel\n"
+        + f"print(sorted(m for m in {FORBIDDEN!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
