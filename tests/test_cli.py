@@ -215,3 +215,24 @@ def test_evaluate_needs_a_split(tmp_path: Path) -> None:
     result = invoke("evaluate", "--split", tmp_path, "--artifacts", tmp_path)
     assert result.exit_code == 2
     assert "recbench.py split" in text(result)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_training_commands_in_a_serve_only_install_say_what_to_install(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    # A serve-only install: the import system finds no TensorFlow (nor would `import tensorflow`).
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else find_spec(name, *a)
+    )
+    arguments = (
+        ["--movielens", tmp_path, "--out", tmp_path / "art"]
+        if command == "train"
+        else ["--split", tmp_path, "--artifacts", tmp_path]
+    )
+    result = invoke(command, *arguments)
+    assert result.exit_code == 2
+    assert "pip install 'recsys[train]'" in text(result) and "tensorflow" in text(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import sys
@@ -10,6 +11,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,8 +32,22 @@ DEFAULT_HOME = Path(".recsys")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {escape(message)}")  # a path or message may hold [brackets]
     raise typer.Exit(code)
+
+
+# What the training commands (train, evaluate, and up when it trains) need beyond a serving install: the
+# `train` extra. A serve-only install (the services image) says so instead of failing on an import.
+TRAINING_MODULES = ("tensorflow", "onnx", "matplotlib")
+
+
+def _require_training_install(command: str) -> None:
+    missing = [name for name in TRAINING_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        _fail(
+            f"recsys {command} needs the training dependencies (missing: {', '.join(missing)}): "
+            "pip install 'recsys[train]' (this install serves only)"
+        )
 
 
 def _raise_interrupt(signum: int, _frame: object) -> None:
@@ -102,6 +118,7 @@ def run_training(
     config_path: Path | None,
     out: Path,
 ) -> Path:
+    _require_training_install("train")
     from trainer.config import ConfigError, load_config
     from trainer.data import DataError
     from trainer.pipeline import train
@@ -345,6 +362,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """HR@k and NDCG@k of the candidate stage and the ranked list, beside popularity and EASE."""
+    _require_training_install("evaluate")
     from recsys_runtime.artifacts import ArtifactError
     from trainer.evaluate import evaluate_split
 
