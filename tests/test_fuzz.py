@@ -38,9 +38,9 @@ from hypothesis import strategies as st
 
 from recsys.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, synthetic_pb2
 from services.common.errors import MAX_REPORTED_VIOLATIONS
+from services.common.settings import DEFAULT_MAX_EVENTS_PER_REQUEST, DEFAULT_MAX_MESSAGE_BYTES
 from services.common.validation import (
     DEFAULT_MAX_EVENT_FUTURE_S,
-    DEFAULT_MAX_MESSAGE_BYTES,
     MAX_ATTRIBUTE_KEY_BYTES,
     MAX_ATTRIBUTE_VALUE_BYTES,
     MAX_ATTRIBUTES,
@@ -94,8 +94,8 @@ FIXED_TOP_K = 10
 # Registered before the fuzzing starts, so that Recommend's excluded items include items the trained
 # vocabulary does not know.
 SEEDED_ITEMS = [f"{FUZZ_PREFIX}seeded-item-{i}" for i in range(4)]
-# The gateway's default batch limit (RECSYS_MAX_EVENTS_PER_REQUEST), which the suite here runs with.
-MAX_EVENTS_PER_REQUEST = 1000
+# The suite here runs with the default batch limit (RECSYS_MAX_EVENTS_PER_REQUEST).
+MAX_EVENTS_PER_REQUEST = DEFAULT_MAX_EVENTS_PER_REQUEST
 # A generated row's size beside its conditions (ids, generated attributes, encoding), generously.
 SYNTHETIC_ROW_BYTES = 400
 

@@ -19,13 +19,14 @@ from recsys_runtime.models.popularity import PopularityRanking
 from services.common.clients import Deadline
 from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.server import create_server
+from services.common.settings import DEFAULT_MAX_MESSAGE_BYTES
 from services.common.validation import EventInput
 from services.gateway.adapters import Addresses, BreakerSettings, Downstream, StageBudgets
 from services.gateway.core import GatewayCore
 from services.gateway.servicer import GatewayServicer, registration
 from tests.stage_servers import DOWN, HANG, OK, SLOW, Candidates, Features, Ranking, StageServer, Synthetic, serve
 
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_MESSAGE_BYTES = DEFAULT_MAX_MESSAGE_BYTES
 
 
 @dataclass

@@ -22,6 +22,7 @@ from recsys_runtime.workflow import Workflow
 from services.common.clients import Deadline
 from services.common.errors import Unavailable
 from services.common.server import create_server
+from services.common.settings import DEFAULT_MAX_MESSAGE_BYTES
 from services.common.validation import EventInput
 from services.features.adapters import RedisEventStore
 from services.features.core import FeatureCore
@@ -116,7 +117,7 @@ async def test_recommend_answers_and_flags_features_when_redis_is_down(
     downstream = Downstream(
         Addresses(features=features_address, candidates=nowhere, ranking=nowhere, synthetic=nowhere),
         StageBudgets(features=1.0, candidates=1.0, ranking=1.0, synthetic=1.0),
-        4 * 1024 * 1024,
+        DEFAULT_MAX_MESSAGE_BYTES,
         BreakerSettings(failures=100, open_s=1.0),
     )
     downstream.open()

@@ -23,7 +23,7 @@ from recsys_runtime.synthesis import GAN_DIR
 from recsys_runtime.workflow import Workflow
 from services.common.item_registry import SQLiteItemRegistry
 from services.common.server import create_server, set_serving
-from services.common.settings import EnvReader, ServerSettings, SettingsError
+from services.common.settings import DEFAULT_MAX_MESSAGE_BYTES, EnvReader, ServerSettings, SettingsError
 from services.synthetic.core import SyntheticCore
 from services.synthetic.servicer import DEFAULT_MAX_STREAM_S, StreamLimits, SyntheticServicer, registration
 from trainer.config import load_config
@@ -32,7 +32,7 @@ from trainer.synthesis import fit_synthesis
 
 Request = synthetic_pb2.GenerateSyntheticRequest
 KINDS = (Request.KIND_USERS, Request.KIND_ITEMS, Request.KIND_INTERACTIONS)
-DEFAULT_MESSAGE_BYTES = 4 * 1024 * 1024
+DEFAULT_MESSAGE_BYTES = DEFAULT_MAX_MESSAGE_BYTES
 # 64 conditions of 64 bytes (key and value): the most conditions a request may carry, copied into every row.
 HEAVY_CONDITIONS = {f"c{i:02d}": "v" * 61 for i in range(64)}
 

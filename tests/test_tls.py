@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from services.common import tls
 from services.common.clients import Deadline
 from services.common.server import create_server, set_serving
-from services.common.settings import EnvReader, SettingsError
+from services.common.settings import DEFAULT_MAX_MESSAGE_BYTES, EnvReader, SettingsError
 from services.common.tls import ClientCertificates, TLSError, TLSFiles, TLSSettings, channel_credentials
 from services.gateway.adapters import Addresses, BreakerSettings, Downstream, StageBudgets
 from services.launcher.certificates import LocalAuthority
@@ -206,7 +206,9 @@ async def test_the_gateway_reopens_its_channels_when_its_certificate_rotates(
     shutil.copyfile(authority.ca_file, files.ca)  # it does trust the stage, so only its own cert is refused
     budgets = StageBudgets(features=1.0, candidates=1.0, ranking=1.0, synthetic=1.0)
     addresses = Addresses(stage.address, stage.address, stage.address, stage.address)
-    downstream = Downstream(addresses, budgets, 4 * 1024 * 1024, BreakerSettings(100, 0.1), ClientCertificates(files))
+    downstream = Downstream(
+        addresses, budgets, DEFAULT_MAX_MESSAGE_BYTES, BreakerSettings(100, 0.1), ClientCertificates(files)
+    )
     downstream.open()
     downstream.follow_certificate_rotation(every_s=0.05)
     try:

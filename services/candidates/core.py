@@ -29,9 +29,24 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class CandidateQuery:
+    """One candidates request, decoded."""
+
+    history: np.ndarray  # item indices in this version's vocabulary, oldest first (0: unknown)
+    # Every item the user interacted with, as indices (0: unknown): never returned for a recorded history.
+    seen: np.ndarray
+    # One per history entry: the generator's likelihood of the item, read only for a generated history.
+    likelihoods: np.ndarray
+    exclude: Sequence[str]  # item ids never returned
+    n: int
+    # The history was generated for a cold user (by the synthetic service) rather than recorded.
+    generated_history: bool
+
+
+@dataclass(frozen=True)
 class Candidates:
-    """Best first: the items' ids, their indices (trained items: the workflow's vocabulary; registered items:
-    past its end) and scores, and the model that chose them."""
+    """Best first: the items' ids, their indices in the workflow's vocabulary (0 for items registered online,
+    which the other stages' models do not know) and scores, and the model that chose them."""
 
     item_ids: list[str]
     indices: np.ndarray
@@ -61,25 +76,31 @@ class CandidateCore:
 
     def _found(self, best: np.ndarray, scores: np.ndarray, model: str) -> Candidates:
         best = np.asarray(best, np.int64)
-        return Candidates(self._item_ids[best - 1].tolist(), best, np.asarray(scores, np.float32), model)
+        # Registered items are past the end of the workflow's vocabulary: 0 (unknown) to the other stages.
+        indices = np.where(best < self.workflow.items.size, best, 0)
+        return Candidates(self._item_ids[best - 1].tolist(), indices, np.asarray(scores, np.float32), model)
 
-    def candidates(self, recent: np.ndarray, seen_indices: np.ndarray, exclude: Sequence[str], n: int) -> Candidates:
-        """Top-n best first, never a seen (by index) or excluded item; with the name of the model that chose them."""
-        self._check_n(n)
-        excluded = self.workflow.items.encode(list(exclude)) if exclude else None
-        best, scores = self.scorer.top(recent[recent > 0], seen_indices, n, excluded)
-        model = self.scorer.model.name if np.any(seen_indices > 0) else POPULARITY_NAME
+    def candidates(self, query: CandidateQuery) -> Candidates:
+        """Top-n best first, never an excluded item, nor a seen one of a recorded history; with the name of the
+        model that chose them."""
+        self._check_n(query.n)
+        excluded = self.workflow.items.encode(list(query.exclude)) if query.exclude else None
+        if query.generated_history:
+            return self._from_generated(query.history, query.likelihoods, excluded, query.n)
+        return self._from_recorded(query.history, query.seen, excluded, query.n)
+
+    def _from_recorded(self, recent: np.ndarray, seen: np.ndarray, excluded: np.ndarray | None, n: int) -> Candidates:
+        best, scores = self.scorer.top(recent[recent > 0], seen, n, excluded)
+        model = self.scorer.model.name if np.any(seen > 0) else POPULARITY_NAME
         return self._found(best, scores, model)
 
-    def generated_candidates(
-        self, generated: np.ndarray, likelihoods: np.ndarray, exclude: Sequence[str], n: int
+    def _from_generated(
+        self, generated: np.ndarray, likelihoods: np.ndarray, excluded: np.ndarray | None, n: int
     ) -> Candidates:
         """A cold user's candidates from their generated history: it is the model's input, its items stay
         recommendable, and the generator's own likelihoods weigh in (candidates.generated_weight)."""
-        self._check_n(n)
         known = generated > 0
         generated, likelihoods = generated[known], likelihoods[known]
-        excluded = self.workflow.items.encode(list(exclude)) if exclude else None
         best, scores = self.scorer.top(generated, generated, n, excluded, exclude_seen=False)
         best, mixed = blend_generated(best, scores, generated, likelihoods, n, self.generated_weight, excluded)
         return self._found(best, mixed, GENERATED_NAME)

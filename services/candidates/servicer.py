@@ -6,10 +6,22 @@ import grpc
 import numpy as np
 
 from recsys.v1 import candidates_pb2, candidates_pb2_grpc, common_pb2
-from services.candidates.core import POPULARITY_NAME, Candidate, CandidateCore, Candidates
+from services.candidates.core import POPULARITY_NAME, Candidate, CandidateCore, CandidateQuery, Candidates
 from services.common.encoding import history_indices, pack_candidates, seen_indices
 from services.common.server import Registration
 from services.common.service import CoreSlot
+
+
+def candidate_query(request: candidates_pb2.GetCandidatesRequest, core: CandidateCore) -> CandidateQuery:
+    context = request.context
+    return CandidateQuery(
+        history=history_indices(context, core.workflow, core.version),
+        seen=seen_indices(context, core.workflow, core.version),
+        likelihoods=np.fromiter((h.weight for h in context.history), np.float64, len(context.history)),
+        exclude=list(request.exclude_item_ids),
+        n=request.n,
+        generated_history=context.generated_history,
+    )
 
 
 def _reply(items: list[Candidate], model: str, version: str) -> candidates_pb2.GetCandidatesResponse:
@@ -20,13 +32,11 @@ def _reply(items: list[Candidate], model: str, version: str) -> candidates_pb2.G
     )
 
 
-def _packed_reply(found: Candidates, core: CandidateCore) -> candidates_pb2.GetCandidatesResponse:
-    # Registered items are past the end of the workflow's vocabulary: 0 (unknown) to the other stages.
-    indices = np.where(found.indices < core.workflow.items.size, found.indices, 0)
+def _packed_reply(found: Candidates, version: str) -> candidates_pb2.GetCandidatesResponse:
     return candidates_pb2.GetCandidatesResponse(
-        packed=pack_candidates(found.item_ids, found.scores, found.model, indices, core.version),
+        packed=pack_candidates(found.item_ids, found.scores, found.model, found.indices, version),
         model=found.model,
-        model_version=core.version,
+        model_version=version,
     )
 
 
@@ -35,15 +45,9 @@ class CandidateServicer(candidates_pb2_grpc.CandidateServiceServicer, CoreSlot[C
         self, request: candidates_pb2.GetCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> candidates_pb2.GetCandidatesResponse:
         core = self.ready_core
-        history = history_indices(request.context, core.workflow, core.version)
-        if request.context.generated_history:
-            likelihoods = np.fromiter((h.weight for h in request.context.history), np.float64, len(history))
-            found = core.generated_candidates(history, likelihoods, list(request.exclude_item_ids), request.n)
-        else:
-            seen = seen_indices(request.context, core.workflow, core.version)
-            found = core.candidates(history, seen, list(request.exclude_item_ids), request.n)
+        found = core.candidates(candidate_query(request, core))
         if request.packed:
-            return _packed_reply(found, core)
+            return _packed_reply(found, core.version)
         return _reply(found.as_list(), found.model, core.version)
 
     async def GetPopular(

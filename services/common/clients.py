@@ -23,6 +23,7 @@ from services.common.errors import (
     Unavailable,
     Unimplemented,
 )
+from services.common.settings import DEFAULT_MAX_MESSAGE_BYTES
 
 # Time kept back from the caller's remaining deadline so our own reply still makes it in time.
 DEADLINE_MARGIN_S = 0.005
@@ -51,7 +52,7 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int | str]]:
 
 
 def open_channel(
-    address: str, max_message_bytes: int = 4 * 1024 * 1024, credentials: grpc.ChannelCredentials | None = None
+    address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, credentials: grpc.ChannelCredentials | None = None
 ) -> grpc.aio.Channel:
     """A channel to another service of the suite; with `credentials`, TLS (mTLS with our certificate)."""
     options = channel_options(max_message_bytes)

@@ -27,7 +27,7 @@ from services.common import metrics, tracing
 from services.common.errors import DomainError, internal_status, to_grpc_status
 from services.common.interceptors import PerMethodInterceptor
 from services.common.logs import configure_logging
-from services.common.settings import EnvReader, ServerSettings, SettingsError
+from services.common.settings import DEFAULT_MAX_MESSAGE_BYTES, EnvReader, ServerSettings, SettingsError
 from services.common.tls import TLSSettings, server_credentials
 from services.common.tracing import configure_tracing, shutdown_tracing
 
@@ -144,7 +144,7 @@ def create_server(
     ready: asyncio.Event,
     host: str = "127.0.0.1",
     port: int = 0,
-    max_message_bytes: int = 4 * 1024 * 1024,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     max_concurrent_rpcs: int | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     credentials: grpc.ServerCredentials | None = None,

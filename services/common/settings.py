@@ -9,6 +9,13 @@ from pathlib import Path
 
 ENV_PREFIX = "RECSYS_"
 
+# gRPC's own default for a message, and the suite's (RECSYS_MAX_MESSAGE_BYTES): servers, channels and the
+# input limits (services/common/validation.py) are sized against it.
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Events one RecordEvents call may carry (RECSYS_MAX_EVENTS_PER_REQUEST), the gateway's and the features
+# service's alike, so a batch the gateway accepts is never refused behind it.
+DEFAULT_MAX_EVENTS_PER_REQUEST = 1000
+
 
 class SettingsError(ValueError):
     """One or more environment variables are missing or invalid."""
@@ -123,7 +130,7 @@ class ServerSettings:
             port=env.integer("PORT", 0, 0, 65535),
             artifacts=env.directory("ARTIFACTS"),
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
-            max_message_bytes=env.integer("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
+            max_message_bytes=env.integer("MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, 1024, 256 * 1024 * 1024),
             grace_seconds=env.number("GRACE_SECONDS", 5.0, 0.0, 300.0),
             max_concurrent_rpcs=env.integer("MAX_CONCURRENT_RPCS", 256, 1, 100_000),
             metrics_port=env.integer("METRICS_PORT", -1, -1, 65535),
@@ -133,3 +140,7 @@ class ServerSettings:
             max_connection_age_s=env.number("MAX_CONNECTION_AGE_S", 300.0, 0.0, 86_400.0),
             max_connection_age_grace_s=env.number("MAX_CONNECTION_AGE_GRACE_S", 660.0, 0.0, 86_400.0),
         )
+
+
+def read_max_events_per_request(env: EnvReader) -> int:
+    return env.integer("MAX_EVENTS_PER_REQUEST", DEFAULT_MAX_EVENTS_PER_REQUEST, 1, 1_000_000)

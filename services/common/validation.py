@@ -18,9 +18,6 @@ from recsys.v1 import synthetic_pb2
 from services.common.errors import ResourceExhausted, Violations
 from services.common.settings import EnvReader
 
-# gRPC's own default for a message, and the suite's (RECSYS_MAX_MESSAGE_BYTES).
-DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-
 MAX_ID_BYTES = 256
 MAX_ATTRIBUTES = 64
 MAX_ATTRIBUTE_KEY_BYTES = 64

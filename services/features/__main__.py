@@ -7,7 +7,7 @@ import asyncio
 from services.common.artifacts import ArtifactVersion
 from services.common.server import run_main
 from services.common.service import ArtifactService
-from services.common.settings import EnvReader, ServerSettings
+from services.common.settings import EnvReader, ServerSettings, read_max_events_per_request
 from services.common.stores import StateSettings
 from services.features.adapters import (
     DEFAULT_EVENT_ID_RETENTION_S,
@@ -26,7 +26,7 @@ DAY_S = 86_400
 
 
 def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
-    max_events = env.integer("MAX_EVENTS_PER_REQUEST", 1000, 1, 1_000_000)
+    max_events = read_max_events_per_request(env)
     max_per_user = env.integer("MAX_EVENTS_PER_USER", DEFAULT_MAX_EVENTS_PER_USER, 1, 10_000_000)
     id_retention_s = env.number("EVENT_ID_RETENTION_S", DEFAULT_EVENT_ID_RETENTION_S, 1.0, 10 * 365 * DAY_S)
     retention_s = DAY_S * env.integer("EVENT_RETENTION_DAYS", round(DEFAULT_EVENT_RETENTION_S / DAY_S), 1, 10 * 365)

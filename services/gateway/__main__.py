@@ -11,7 +11,7 @@ from services.common.artifacts import ArtifactVersion
 from services.common.quotas import gateway_interceptors
 from services.common.server import run_main
 from services.common.service import ArtifactService
-from services.common.settings import EnvReader, ServerSettings
+from services.common.settings import EnvReader, ServerSettings, read_max_events_per_request
 from services.common.tls import ClientCertificates, TLSSettings
 from services.gateway.adapters import Addresses, BreakerSettings, Downstream, StageBudgets
 from services.gateway.core import GatewayCore
@@ -38,7 +38,7 @@ def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
         synthetic=env.integer("SYNTHETIC_TIMEOUT_MS", 5_000, 1, 600_000) / 1000,
     )
     default_deadline_s = env.integer("DEFAULT_DEADLINE_MS", 2_000, 1, 600_000) / 1000
-    max_events = env.integer("MAX_EVENTS_PER_REQUEST", 1000, 1, 1_000_000)
+    max_events = read_max_events_per_request(env)
     dependency_wait_s = env.number("DEPENDENCY_WAIT_S", 120.0, 0.1, 3600.0)
     breakers = BreakerSettings(
         failures=env.integer("BREAKER_FAILURES", 5, 1, 10_000),

@@ -11,6 +11,7 @@ import numpy as np
 
 from recsys_runtime.layout import WORKFLOW_DIR
 from recsys_runtime.workflow import Workflow
+from services.common.clients import Deadline
 from services.common.errors import Violations
 from services.common.validation import MAX_K, check_id
 
@@ -55,11 +56,57 @@ def keep_place_of_unknown(scores: np.ndarray, unknown: np.ndarray, candidate_sco
     return out
 
 
+@dataclass(frozen=True)
+class RankInput:
+    """One ranking request, decoded: the candidates in the candidate stage's order (best first by its scores)."""
+
+    user_id: str
+    history: np.ndarray  # the user's item indices in this version's vocabulary, oldest first (0: unknown)
+    candidate_ids: Sequence[str]
+    candidate_scores: np.ndarray  # float32, one per candidate when well formed (checked here)
+    k: int  # 0 keeps every candidate
+    # The history was generated for a cold user rather than recorded (see CANDIDATE_ORDER).
+    generated_history: bool
+    # One per candidate id in this version's vocabulary when the candidate stage of this version packed them
+    # (services.common.encoding.packed_indices); None when the ids must be checked and encoded here.
+    candidate_indices: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Ranking:
+    items: list[Ranked]  # best first
+    model: str  # MODEL_NAME, or CANDIDATE_ORDER when the rankers were not asked
+
+
 class RankingCore:
     def __init__(self, version_dir: Path, version: str, ranker: RankerPort) -> None:
         self.version = version
         self.workflow = Workflow.load(version_dir / WORKFLOW_DIR)
         self.ranker = ranker
+
+    async def rank(self, request: RankInput, deadline: Deadline, budget_s: float) -> Ranking:
+        """The candidates re-ordered best first and cut to k: by the rankers, whose call takes at most
+        `budget_s` cut to what is left of `deadline`; a generated history keeps the candidate order."""
+        if request.generated_history:
+            return Ranking(
+                self.in_candidate_order(request.candidate_ids, request.candidate_scores, request.k), CANDIDATE_ORDER
+            )
+        indices = request.candidate_indices
+        if indices is None:
+            indices = self.candidate_indices(request.candidate_ids, request.candidate_scores, request.k)
+        else:
+            # Packed by this version's candidate stage: the ids were its own, no need to check and encode them.
+            self.check(request.candidate_ids, request.candidate_scores, request.k)
+        ranked = await self._by_rankers(
+            request.history,
+            request.user_id,
+            request.candidate_ids,
+            indices,
+            request.candidate_scores,
+            request.k,
+            deadline.timeout(budget_s),  # after the checks: bad input is refused as such, whatever the deadline
+        )
+        return Ranking(ranked, MODEL_NAME)
 
     def candidate_indices(self, candidate_ids: Sequence[str], candidate_scores: np.ndarray, k: int) -> np.ndarray:
         """Checks the candidates and k, and encodes the ids in this version's vocabulary (0: unknown)."""
@@ -86,7 +133,7 @@ class RankingCore:
         order = np.argsort(-np.asarray(candidate_scores, np.float64), kind="stable")[: k or len(candidate_ids)]
         return [Ranked(candidate_ids[i], float(candidate_scores[i])) for i in order]
 
-    async def rank(
+    async def _by_rankers(
         self,
         history: np.ndarray,
         user_id: str,

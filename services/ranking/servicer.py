@@ -13,7 +13,31 @@ from services.common.encoding import history_indices, packed_indices, packed_sco
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.server import Registration
 from services.common.service import CoreSlot
-from services.ranking.core import CANDIDATE_ORDER, MODEL_NAME, RankingCore
+from services.ranking.core import RankingCore, RankInput
+
+
+def rank_input(request: ranking_pb2.RankRequest, core: RankingCore) -> RankInput:
+    """The request as the core takes it; the candidates come listed or packed, never both."""
+    indices: np.ndarray | None = None
+    if request.HasField("packed_candidates"):
+        if request.candidates:
+            raise InvalidArgument([FieldViolation("candidates", "give candidates or packed_candidates, not both")])
+        packed = request.packed_candidates
+        candidate_ids: Sequence[str] = packed.item_ids
+        candidate_scores = packed_scores(packed)
+        indices = packed_indices(packed, core.workflow, core.version)
+    else:
+        candidate_ids = [c.item_id for c in request.candidates]
+        candidate_scores = np.fromiter((c.score for c in request.candidates), np.float32, len(request.candidates))
+    return RankInput(
+        user_id=request.context.user_id,
+        history=history_indices(request.context, core.workflow, core.version),
+        candidate_ids=candidate_ids,
+        candidate_scores=candidate_scores,
+        k=request.k,
+        generated_history=request.context.generated_history,
+        candidate_indices=indices,
+    )
 
 
 class RankingServicer(ranking_pb2_grpc.RankingServiceServicer, CoreSlot[RankingCore]):
@@ -24,39 +48,13 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer, CoreSlot[RankingC
         self, request: ranking_pb2.RankRequest, context: grpc.aio.ServicerContext
     ) -> ranking_pb2.RankResponse:
         core = self.ready_core
-        indices: np.ndarray | None = None
-        if request.HasField("packed_candidates"):
-            if request.candidates:
-                raise InvalidArgument([FieldViolation("candidates", "give candidates or packed_candidates, not both")])
-            packed = request.packed_candidates
-            candidate_ids: Sequence[str] = packed.item_ids
-            candidate_scores = packed_scores(packed)
-            # Packed by the same version: its indices are this vocabulary's, no need to check and encode the ids.
-            indices = packed_indices(packed, core.workflow, core.version)
-        else:
-            candidate_ids = [c.item_id for c in request.candidates]
-            candidate_scores = np.fromiter((c.score for c in request.candidates), np.float32, len(request.candidates))
-        if request.context.generated_history:
-            ranked, model = core.in_candidate_order(candidate_ids, candidate_scores, request.k), CANDIDATE_ORDER
-        else:
-            if indices is None:
-                indices = core.candidate_indices(candidate_ids, candidate_scores, request.k)
-            else:
-                core.check(candidate_ids, candidate_scores, request.k)
-            ranked = await core.rank(
-                history_indices(request.context, core.workflow, core.version),
-                request.context.user_id,
-                candidate_ids,
-                indices,
-                candidate_scores,
-                request.k,
-                Deadline.from_context(context, self.default_timeout_s).timeout(self.default_timeout_s),
-            )
-            model = MODEL_NAME
-        reply = ranking_pb2.RankResponse(model=model, model_version=core.version)
+        ranking = await core.rank(
+            rank_input(request, core), Deadline.from_context(context, self.default_timeout_s), self.default_timeout_s
+        )
+        reply = ranking_pb2.RankResponse(model=ranking.model, model_version=core.version)
         add = reply.items.add  # in place: cheaper than messages built to be copied in
-        for item in ranked:
-            add(item_id=item.item_id, score=item.score, source=model)
+        for item in ranking.items:
+            add(item_id=item.item_id, score=item.score, source=ranking.model)
         return reply
 
 

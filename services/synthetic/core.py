@@ -4,13 +4,15 @@ without generators says so: nothing here stands in for them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from recsys_runtime.layout import WORKFLOW_DIR
 from recsys_runtime.synthesis import GAN_DIR, Synthesis
 from recsys_runtime.workflow import Workflow
-from services.common.errors import FailedPrecondition, Violations
+from services.common.errors import DeadlineExceeded, FailedPrecondition, Violations
 from services.common.item_registry import ItemRegistry, RegisteredItem
 from services.common.validation import MAX_ITEMS_PER_REGISTRATION, check_attributes, check_id, validate_items
 
@@ -19,6 +21,17 @@ MAX_HISTORY_LENGTH = 1000
 
 # (users, items, interactions) of one streamed chunk
 Chunk = tuple[list[tuple[str, dict[str, str]]], list[tuple[str, dict[str, str]]], list[tuple[str, str, int]]]
+
+
+@dataclass(frozen=True)
+class SyntheticQuery:
+    """One GenerateSynthetic request, decoded and checked (services.common.validation.validate_synthetic)."""
+
+    kind: str  # "users", "items" or "interactions"
+    count: int
+    seed: int
+    conditions: Mapping[str, str]  # copied into every generated row
+    chunk_size: int  # rows per message; 0: as many as fit, at most DEFAULT_CHUNK
 
 
 def chunk_rows(requested: int, row_bytes: int, max_message_bytes: int) -> int:
@@ -60,8 +73,14 @@ class SyntheticCore:
             )
         return self.synthesis
 
-    def cold_history(self, user_id: str, attributes: Mapping[str, str], length: int) -> list[tuple[str, int, float]]:
+    async def cold_history(
+        self, user_id: str, attributes: Mapping[str, str], length: int
+    ) -> list[tuple[str, int, float]]:
         """(item id, item index, expected probability), oldest first."""
+        # The generator runs off the event loop: health checks and other calls go on meanwhile.
+        return await asyncio.to_thread(self._cold_history, user_id, attributes, length)
+
+    def _cold_history(self, user_id: str, attributes: Mapping[str, str], length: int) -> list[tuple[str, int, float]]:
         violations = Violations()
         check_id(violations, "user_id", user_id)
         check_attributes(violations, "attributes", attributes)
@@ -105,6 +124,40 @@ class SyntheticCore:
         for start in range(0, len(missing), MAX_ITEMS_PER_REGISTRATION):
             added += await self.register(missing[start : start + MAX_ITEMS_PER_REGISTRATION])
         return added
+
+    async def stream(
+        self,
+        query: SyntheticQuery,
+        encoded_size: Callable[[Chunk], int],
+        max_message_bytes: int,
+        max_stream_s: float,
+    ) -> AsyncGenerator[Chunk, None]:
+        """The rows asked for, in chunks that each fit one message of max_message_bytes (`encoded_size`: a
+        chunk's size as sent); DeadlineExceeded once the stream has run max_stream_s, whatever the caller's
+        deadline (or none)."""
+        # The widest row's encoded size bounds every row's, so `rows` of them always fit one message.
+        row_bytes = encoded_size(self.widest_chunk(query.kind, query.count, query.seed, query.conditions))
+        rows = chunk_rows(query.chunk_size, row_bytes, max_message_bytes)
+        # The chunks are generated off the event loop, one at a time, so a slow reader holds back generation
+        # instead of piling rows up in memory.
+        chunks = self.generate(query.kind, query.count, query.seed, query.conditions, rows)
+        ends = time.monotonic() + max_stream_s
+        sent = 0
+        while True:
+            remaining = ends - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                chunk = await asyncio.wait_for(asyncio.to_thread(next, chunks, None), remaining)
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"GenerateSynthetic stopped at its maximum duration of {max_stream_s:g} s after "
+                    f"{sent} messages; ask for fewer rows per call"
+                ) from None
+            if chunk is None:
+                return
+            yield chunk
+            sent += 1
 
     def widest_chunk(self, kind: str, count: int, seed: int, conditions: Mapping[str, str]) -> Chunk:
         """One row at least as large, field by field, as any that generate() makes for the same request (for

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import grpc
 
 from recsys.v1 import common_pb2, synthetic_pb2, synthetic_pb2_grpc
-from services.common.errors import DeadlineExceeded
 from services.common.server import Registration
 from services.common.service import CoreSlot
-from services.common.settings import EnvReader, ServerSettings
-from services.common.validation import DEFAULT_MAX_MESSAGE_BYTES, SYNTHETIC_KINDS, validate_synthetic
-from services.synthetic.core import Chunk, SyntheticCore, chunk_rows
+from services.common.settings import DEFAULT_MAX_MESSAGE_BYTES, EnvReader, ServerSettings
+from services.common.validation import SYNTHETIC_KINDS, validate_synthetic
+from services.synthetic.core import Chunk, SyntheticCore, SyntheticQuery
 
 DEFAULT_MAX_STREAM_S = 600.0
 
@@ -43,6 +41,10 @@ def _response(chunk: Chunk) -> synthetic_pb2.GenerateSyntheticResponse:
     )
 
 
+def _encoded_size(chunk: Chunk) -> int:
+    return _response(chunk).ByteSize()
+
+
 class SyntheticServicer(synthetic_pb2_grpc.SyntheticServiceServicer, CoreSlot[SyntheticCore]):
     def __init__(self, limits: StreamLimits | None = None) -> None:
         self.limits = limits or StreamLimits()
@@ -50,34 +52,17 @@ class SyntheticServicer(synthetic_pb2_grpc.SyntheticServiceServicer, CoreSlot[Sy
     async def GenerateSynthetic(
         self, request: synthetic_pb2.GenerateSyntheticRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[synthetic_pb2.GenerateSyntheticResponse]:
-        # Callable directly, not only through the gateway: the request is checked here as well.
+        # Callable directly, not only through the gateway: the request is checked here as well. The check stays
+        # on this side since it reads the request's kind as the proto's enum.
         conditions = dict(request.conditions)
         validate_synthetic(request.kind, request.count, request.chunk_size, conditions)
-        core = self.ready_core
-        kind = SYNTHETIC_KINDS[request.kind]
-        # The widest row's encoded size bounds every row's, so `rows` of them always fit one message.
-        row_bytes = _response(core.widest_chunk(kind, request.count, request.seed, conditions)).ByteSize()
-        rows = chunk_rows(request.chunk_size, row_bytes, self.limits.max_message_bytes)
-        # The chunks are generated off the event loop, one at a time, so a slow reader holds back generation
-        # instead of piling rows up in memory.
-        chunks = core.generate(kind, request.count, request.seed, conditions, rows)
-        ends = time.monotonic() + self.limits.max_stream_s
-        sent = 0
-        while True:
-            remaining = ends - time.monotonic()
-            try:
-                if remaining <= 0:
-                    raise TimeoutError
-                chunk = await asyncio.wait_for(asyncio.to_thread(next, chunks, None), remaining)
-            except TimeoutError:
-                raise DeadlineExceeded(
-                    f"GenerateSynthetic stopped at its maximum duration of {self.limits.max_stream_s:g} s after "
-                    f"{sent} messages; ask for fewer rows per call"
-                ) from None
-            if chunk is None:
-                return
-            yield _response(chunk)
-            sent += 1
+        query = SyntheticQuery(
+            SYNTHETIC_KINDS[request.kind], request.count, request.seed, conditions, request.chunk_size
+        )
+        chunks = self.ready_core.stream(query, _encoded_size, self.limits.max_message_bytes, self.limits.max_stream_s)
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                yield _response(chunk)
 
     async def RegisterItems(
         self, request: synthetic_pb2.RegisterItemsRequest, context: grpc.aio.ServicerContext
@@ -89,8 +74,7 @@ class SyntheticServicer(synthetic_pb2_grpc.SyntheticServiceServicer, CoreSlot[Sy
         self, request: synthetic_pb2.GenerateHistoryRequest, context: grpc.aio.ServicerContext
     ) -> synthetic_pb2.GenerateHistoryResponse:
         core = self.ready_core
-        # The generator runs off the event loop: health checks and other calls go on meanwhile.
-        history = await asyncio.to_thread(core.cold_history, request.user_id, dict(request.attributes), request.length)
+        history = await core.cold_history(request.user_id, dict(request.attributes), request.length)
         return synthetic_pb2.GenerateHistoryResponse(
             history=[
                 common_pb2.HistoryEntry(item_id=item_id, item_index=index, weight=weight)
