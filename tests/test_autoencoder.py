@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from trainer.config import load_config
 from trainer.models.autoencoder import build_model, scorer_from_model, train_autoencoder
 
 
-def small_config(variant: str = "vae", hidden: list[int] | None = None) -> dict:  # type: ignore[type-arg]
+def small_config(variant: str = "vae", hidden: list[int] | None = None) -> dict[str, Any]:
     config = dict(load_config()["autoencoder"])
     config.update(variant=variant, hidden=hidden or [32], latent=8, epochs=3, patience=2, batch_size=16)
     return config
@@ -60,7 +61,7 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
     ("change", "message"),
     [({"dropout": 1.0}, "dropout"), ({"latent": 0}, "latent"), ({"hidden": [0]}, "hidden"), ({"beta_max": -1}, "beta")],
 )
-def test_model_validates_its_arguments(change: dict, message: str) -> None:  # type: ignore[type-arg]
+def test_model_validates_its_arguments(change: dict[str, Any], message: str) -> None:
     config = small_config()
     config.update(change)
     with pytest.raises(ValueError, match=message):

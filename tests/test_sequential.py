@@ -15,13 +15,13 @@ from recsys_runtime.models.sequential import Caser, GRU4Rec, softmax_over
 from trainer.config import ConfigError, load_config
 from trainer.models.sequential import (
     FULL_SOFTMAX,
+    SampledSoftmaxTrainer,
     build_caser,
     build_gru4rec,
     caser_windows,
     choose_softmax,
     gru_chunks,
     item_unigrams,
-    sampled_softmax_trainer,
     train_caser,
     train_gru4rec,
 )
@@ -47,7 +47,7 @@ def fit_with(model: Any, x: Any, y: np.ndarray, softmax: str) -> None:
 
     trainer = model
     if softmax == "sampled":
-        trainer = sampled_softmax_trainer(model, item_unigrams(sequences(), N_ITEMS), negatives=8, seed=0)
+        trainer = SampledSoftmaxTrainer(model, item_unigrams(sequences(), N_ITEMS), negatives=8, seed=0)
         trainer.compile(optimizer=keras.optimizers.Adam(0.01))
     trainer.fit(x, y, epochs=2, verbose=0)
 

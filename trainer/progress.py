@@ -5,8 +5,14 @@ Training code calls these; `recsys train` renders them with rich. The default, `
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Protocol
+
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise in a CLI; set before keras loads it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # after the log level, which TensorFlow reads when it loads
 
 
 class TrainingProgress(Protocol):
@@ -28,7 +34,7 @@ class Silent:
 SILENT: TrainingProgress = Silent()
 
 
-class Throttled:
+class ThrottledProgress:
     """Forwards work reports at most every `interval_s` (and always the last one): trainers may report every
     batch, which is cheap to count but not to redraw."""
 
@@ -43,30 +49,35 @@ class Throttled:
             self.progress.work(self.task, done, self.total, detail)
 
 
-def keras_batches(progress: TrainingProgress, task: str, epochs: int, steps_per_epoch: int) -> Any:
+class BatchProgress(keras.callbacks.Callback):
     """A Keras callback reporting batches done out of epochs x steps_per_epoch, with the last epoch's loss."""
-    import keras
 
-    report = Throttled(progress, task, epochs * steps_per_epoch)
+    def __init__(self, progress: TrainingProgress, task: str, epochs: int, steps_per_epoch: int) -> None:
+        super().__init__()
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        self.report = ThrottledProgress(progress, task, epochs * steps_per_epoch)
+        self.epoch = 0
+        self.detail = ""
 
-    class BatchProgress(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.epoch = 0
-            self.detail = ""
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch
 
-        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            self.epoch = epoch
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.report(self.epoch * self.steps_per_epoch + batch + 1, self.detail)
 
-        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            report(self.epoch * steps_per_epoch + batch + 1, self.detail)
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs and "loss" in logs:
+            self.detail = f"epoch {epoch + 1}/{self.epochs}, loss {float(logs['loss']):.4f}"
+        self.report((epoch + 1) * self.steps_per_epoch, self.detail)
 
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            if logs and "loss" in logs:
-                self.detail = f"epoch {epoch + 1}/{epochs}, loss {float(logs['loss']):.4f}"
-            report((epoch + 1) * steps_per_epoch, self.detail)
 
-    return BatchProgress()
+def keras_batches(progress: TrainingProgress, task: str, epochs: int, steps_per_epoch: int) -> BatchProgress:
+    """A Keras callback reporting batches done out of epochs x steps_per_epoch, with the last epoch's loss."""
+    return BatchProgress(progress, task, epochs, steps_per_epoch)
 
 
 def step_plan(epochs: int, steps_per_epoch: int, max_steps: int) -> tuple[int, int]:

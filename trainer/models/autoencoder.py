@@ -18,10 +18,13 @@ import scipy.sparse as sp
 
 from recsys_runtime.models.autoencoder import AutoencoderScorer
 from trainer import distributed
-from trainer.progress import SILENT, Throttled, TrainingProgress, step_plan
+from trainer.progress import SILENT, TrainingProgress, keras_batches, step_plan
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise in a CLI; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # after the log level, which TensorFlow reads when it loads
+import tensorflow as tf
 
 
 def _check(ok: bool, message: str) -> None:
@@ -29,113 +32,132 @@ def _check(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def build_model(n_items: int, config: dict[str, Any]) -> Any:
-    """A MultVAE (variational) or MultDAE (denoising) Keras model for a catalogue of n_items indices."""
-    import keras
-    import tensorflow as tf
+@keras.saving.register_keras_serializable(package="recsys")
+class MultAutoencoder(keras.Model):
+    """Encoder: L2-normalised, dropout-corrupted interaction vector → tanh layers → latent (mean, log-variance
+    for the VAE). Decoder: latent → tanh layers → logits over the catalogue. Loss: multinomial negative
+    log-likelihood, plus beta * KL (annealed from 0 to beta_max over anneal_steps updates) for the VAE, plus L2
+    on the weights."""
 
-    @keras.saving.register_keras_serializable(package="recsys")
-    class MultAutoencoder(keras.Model):
-        """Encoder: L2-normalised, dropout-corrupted interaction vector → tanh layers → latent (mean, log-variance
-        for the VAE). Decoder: latent → tanh layers → logits over the catalogue. Loss: multinomial negative
-        log-likelihood, plus beta * KL (annealed from 0 to beta_max) for the VAE, plus L2 on the weights."""
+    def __init__(
+        self,
+        n_items: int,
+        hidden: Sequence[int],
+        latent: int,
+        dropout: float,
+        variational: bool,
+        beta_max: float,
+        anneal_steps: int,
+        l2: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        _check(n_items >= 2, f"n_items must be >= 2, got {n_items}")
+        _check(all(int(h) > 0 for h in hidden), f"hidden sizes must be positive, got {list(hidden)}")
+        _check(latent > 0, f"latent must be positive, got {latent}")
+        _check(0.0 <= dropout < 1.0, f"dropout must be in [0, 1), got {dropout}")
+        _check(beta_max >= 0.0, f"beta_max must be >= 0, got {beta_max}")
+        _check(anneal_steps > 0, f"anneal_steps must be > 0, got {anneal_steps}")
+        _check(l2 >= 0.0, f"l2 must be >= 0, got {l2}")
+        self.n_items, self.hidden, self.latent = int(n_items), [int(h) for h in hidden], int(latent)
+        self.dropout_rate, self.variational = float(dropout), bool(variational)
+        self.beta_max, self.anneal_steps, self.l2 = float(beta_max), int(anneal_steps), float(l2)
+        # Layers are made in this order because each draws its initialiser's seed from the seeded global RNG.
+        regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+        self.normalize = keras.layers.UnitNormalization()
+        self.corrupt = keras.layers.Dropout(dropout)
+        self.encoder = [keras.layers.Dense(h, activation="tanh", kernel_regularizer=regularizer) for h in self.hidden]
+        self.mean = keras.layers.Dense(latent, kernel_regularizer=regularizer)
+        self.log_variance = keras.layers.Dense(latent) if variational else None
+        self.decoder = [
+            keras.layers.Dense(h, activation="tanh", kernel_regularizer=regularizer) for h in reversed(self.hidden)
+        ]
+        self.logits = keras.layers.Dense(n_items, kernel_regularizer=regularizer)
+        # Every replica counts each step; under a multi-worker strategy the first replica's count is kept.
+        self.steps = keras.Variable(
+            0.0, trainable=False, dtype="float32", name="steps", aggregation="only_first_replica"
+        )
+        # Built now: training calls the layers, never the model, so Keras would not otherwise count it as built
+        # (nor save its weights). The initial values are the same: each initialiser's seed was drawn above.
+        self.build((None, self.n_items))
 
-        def __init__(
-            self,
-            n_items: int,
-            hidden: Sequence[int],
-            latent: int,
-            dropout: float,
-            variational: bool,
-            beta_max: float,
-            anneal_steps: int,
-            l2: float,
-            **kwargs: Any,
-        ) -> None:
-            super().__init__(**kwargs)
-            _check(n_items >= 2, f"n_items must be >= 2, got {n_items}")
-            _check(all(int(h) > 0 for h in hidden), f"hidden sizes must be positive, got {list(hidden)}")
-            _check(latent > 0, f"latent must be positive, got {latent}")
-            _check(0.0 <= dropout < 1.0, f"dropout must be in [0, 1), got {dropout}")
-            _check(beta_max >= 0.0, f"beta_max must be >= 0, got {beta_max}")
-            _check(anneal_steps > 0, f"anneal_steps must be > 0, got {anneal_steps}")
-            _check(l2 >= 0.0, f"l2 must be >= 0, got {l2}")
-            self.n_items, self.hidden, self.latent = int(n_items), [int(h) for h in hidden], int(latent)
-            self.dropout_rate, self.variational = float(dropout), bool(variational)
-            self.beta_max, self.anneal_steps, self.l2 = float(beta_max), int(anneal_steps), float(l2)
-            regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
-            self.normalize = keras.layers.UnitNormalization()
-            self.corrupt = keras.layers.Dropout(dropout)
-            self.encoder = [
-                keras.layers.Dense(h, activation="tanh", kernel_regularizer=regularizer) for h in self.hidden
-            ]
-            self.mean = keras.layers.Dense(latent, kernel_regularizer=regularizer)
-            self.log_variance = keras.layers.Dense(latent) if variational else None
-            self.decoder = [
-                keras.layers.Dense(h, activation="tanh", kernel_regularizer=regularizer) for h in reversed(self.hidden)
-            ]
-            self.logits = keras.layers.Dense(n_items, kernel_regularizer=regularizer)
-            # Every replica counts each step; under a multi-worker strategy the first replica's count is kept.
-            self.steps = keras.Variable(
-                0.0, trainable=False, dtype="float32", name="steps", aggregation="only_first_replica"
-            )
+    def build(self, input_shape: Any) -> None:
+        if self.built:  # loading a saved model builds it again from its recorded input shape
+            return
+        width = int(input_shape[-1])
+        for layer in self.encoder:
+            layer.build((None, width))
+            width = layer.units
+        self.mean.build((None, width))
+        if self.log_variance is not None:
+            self.log_variance.build((None, width))
+        width = self.latent
+        for layer in self.decoder:
+            layer.build((None, width))
+            width = layer.units
+        self.logits.build((None, width))
 
-        def encode(self, x: Any, training: bool = False) -> tuple[Any, Any]:
-            h = self.corrupt(self.normalize(x), training=training)
-            for layer in self.encoder:
-                h = layer(h)
-            mean = self.mean(h)
-            log_variance = self.log_variance(h) if self.log_variance is not None else None
-            return mean, log_variance
+    def encode(self, x: Any, training: bool = False) -> tuple[Any, Any]:
+        h = self.corrupt(self.normalize(x), training=training)
+        for layer in self.encoder:
+            h = layer(h)
+        mean = self.mean(h)
+        log_variance = self.log_variance(h) if self.log_variance is not None else None
+        return mean, log_variance
 
-        def decode(self, z: Any) -> Any:
-            for layer in self.decoder:
-                z = layer(z)
-            return self.logits(z)
+    def decode(self, z: Any) -> Any:
+        for layer in self.decoder:
+            z = layer(z)
+        return self.logits(z)
 
-        def call(self, x: Any, training: bool = False) -> Any:
-            mean, log_variance = self.encode(x, training=training)
+    def call(self, x: Any, training: bool = False) -> Any:
+        mean, log_variance = self.encode(x, training=training)
+        z = mean
+        if training and log_variance is not None:
+            z = mean + tf.exp(0.5 * log_variance) * tf.random.normal(tf.shape(mean))
+        return self.decode(z)
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        x = data
+        with tf.GradientTape() as tape:
+            mean, log_variance = self.encode(x, training=True)
             z = mean
-            if training and log_variance is not None:
+            kl = tf.constant(0.0)
+            if log_variance is not None:
                 z = mean + tf.exp(0.5 * log_variance) * tf.random.normal(tf.shape(mean))
-            return self.decode(z)
+                kl = tf.reduce_mean(
+                    tf.reduce_sum(0.5 * (-log_variance + tf.exp(log_variance) + tf.square(mean) - 1.0), axis=-1)
+                )
+            logits = self.decode(z)
+            nll = -tf.reduce_mean(tf.reduce_sum(tf.nn.log_softmax(logits) * x, axis=-1))
+            beta = tf.minimum(self.beta_max, self.beta_max * self.steps / float(self.anneal_steps))
+            regularization = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
+            loss = nll + beta * kl + regularization
+            # The optimizer sums the replicas' gradients: each replica's share of the global-batch mean.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = loss / replicas if replicas > 1 else loss
+        gradients = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
+        self.steps.assign_add(1.0)
+        return {"loss": loss, "nll": nll, "kl": kl, "beta": beta}
 
-        def train_step(self, data: Any) -> dict[str, Any]:
-            x = data
-            with tf.GradientTape() as tape:
-                mean, log_variance = self.encode(x, training=True)
-                z = mean
-                kl = tf.constant(0.0)
-                if log_variance is not None:
-                    z = mean + tf.exp(0.5 * log_variance) * tf.random.normal(tf.shape(mean))
-                    kl = tf.reduce_mean(
-                        tf.reduce_sum(0.5 * (-log_variance + tf.exp(log_variance) + tf.square(mean) - 1.0), axis=-1)
-                    )
-                logits = self.decode(z)
-                nll = -tf.reduce_mean(tf.reduce_sum(tf.nn.log_softmax(logits) * x, axis=-1))
-                beta = tf.minimum(self.beta_max, self.beta_max * self.steps / float(self.anneal_steps))
-                regularization = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
-                loss = nll + beta * kl + regularization
-                # The optimizer sums the replicas' gradients: each replica's share of the global-batch mean.
-                replicas = tf.distribute.get_strategy().num_replicas_in_sync
-                scaled = loss / replicas if replicas > 1 else loss
-            gradients = tape.gradient(scaled, self.trainable_variables)
-            self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
-            self.steps.assign_add(1.0)
-            return {"loss": loss, "nll": nll, "kl": kl, "beta": beta}
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "n_items": self.n_items,
+            "hidden": self.hidden,
+            "latent": self.latent,
+            "dropout": self.dropout_rate,
+            "variational": self.variational,
+            "beta_max": self.beta_max,
+            "anneal_steps": self.anneal_steps,
+            "l2": self.l2,
+        }
 
-        def get_config(self) -> dict[str, Any]:
-            return {
-                "n_items": self.n_items,
-                "hidden": self.hidden,
-                "latent": self.latent,
-                "dropout": self.dropout_rate,
-                "variational": self.variational,
-                "beta_max": self.beta_max,
-                "anneal_steps": self.anneal_steps,
-                "l2": self.l2,
-            }
 
+def build_model(n_items: int, config: dict[str, Any]) -> MultAutoencoder:
+    """A MultVAE (variational) or MultDAE (denoising) for a catalogue of n_items indices, from the config's
+    [autoencoder] section."""
     return MultAutoencoder(
         n_items=n_items,
         hidden=config["hidden"],
@@ -148,7 +170,7 @@ def build_model(n_items: int, config: dict[str, Any]) -> Any:
     )
 
 
-def scorer_from_model(model: Any, meta: dict[str, Any]) -> AutoencoderScorer:
+def scorer_from_model(model: MultAutoencoder, meta: dict[str, Any]) -> AutoencoderScorer:
     def pair(layer: Any) -> tuple[np.ndarray, np.ndarray]:
         kernel, bias = layer.get_weights()
         return np.asarray(kernel, np.float32), np.asarray(bias, np.float32)
@@ -160,29 +182,64 @@ def scorer_from_model(model: Any, meta: dict[str, Any]) -> AutoencoderScorer:
     )
 
 
-class _Batches:
-    """Dense, shuffled batches of rows of a sparse user x item matrix (never the whole matrix dense)."""
+class InteractionBatches(keras.utils.PyDataset):
+    """Dense, shuffled batches of rows of a sparse user x item matrix (never the whole matrix dense); the rows
+    are reshuffled after every epoch."""
 
     def __init__(self, matrix: sp.csr_matrix, batch_size: int, seed: int) -> None:
-        import keras
+        super().__init__()
+        _check(matrix.shape[0] >= 1, f"matrix must have at least one row, got shape {matrix.shape}")
+        _check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
+        self.matrix, self.batch_size = matrix, int(batch_size)
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(matrix.shape[0])
 
-        class Batches(keras.utils.PyDataset):
-            def __init__(self) -> None:
-                super().__init__()
-                self.rng = np.random.default_rng(seed)
-                self.order = self.rng.permutation(matrix.shape[0])
+    def __len__(self) -> int:
+        return math.ceil(self.matrix.shape[0] / self.batch_size)
 
-            def __len__(self) -> int:
-                return math.ceil(matrix.shape[0] / batch_size)
+    def __getitem__(self, index: int) -> np.ndarray:
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.matrix[rows].toarray().astype(np.float32)
 
-            def __getitem__(self, index: int) -> np.ndarray:
-                rows = self.order[index * batch_size : (index + 1) * batch_size]
-                return matrix[rows].toarray().astype(np.float32)
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(self.matrix.shape[0])
 
-            def on_epoch_end(self) -> None:
-                self.order = self.rng.permutation(matrix.shape[0])
 
-        self.dataset = Batches()
+class BestEpoch(keras.callbacks.Callback):
+    """Per epoch: keeps the losses and a validation score of the model's scorer (higher is better), holds the
+    weights of the best epoch so far, and stops training after `patience` epochs without a better score. With
+    no `validate`, only the losses (best_epoch stays 0)."""
+
+    def __init__(
+        self,
+        validate: Callable[[AutoencoderScorer], float] | None,
+        patience: int,
+        meta: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        _check(patience >= 1, f"patience must be >= 1, got {patience}")
+        self.validate, self.patience, self.meta = validate, int(patience), meta
+        self.curves: dict[str, list[float]] = {"loss": [], "nll": [], "kl": [], "validation": []}
+        self.best_value, self.best_epoch, self.since_best = -math.inf, 0, 0
+        self.best_weights: list[np.ndarray] | None = None
+        self.epochs_run = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epochs_run = epoch + 1
+        for key in ("loss", "nll", "kl"):
+            self.curves[key].append(float((logs or {})[key]))
+        if self.validate is None:
+            return
+        # Every worker must take the same early-stopping decision: the score is agreed on by all-reduce.
+        value = distributed.agree(self.validate(scorer_from_model(self.model, self.meta)))
+        self.curves["validation"].append(value)
+        if value > self.best_value:
+            self.best_value, self.best_epoch, self.since_best = value, self.epochs_run, 0
+            self.best_weights = self.model.get_weights()
+        else:
+            self.since_best += 1
+        if self.since_best >= self.patience:
+            self.model.stop_training = True
 
 
 @dataclass
@@ -204,8 +261,6 @@ def train_autoencoder(
     """Train on a binary user x item matrix for `epochs`, or fewer batches where config's `max_steps` (0: no cap)
     is smaller; with `validate` (higher is better), keep the best epoch's weights and stop after `patience`
     epochs without improvement."""
-    import keras
-
     keras.utils.set_random_seed(seed)
     with distributed.scope():
         model = build_model(matrix.shape[1], config)
@@ -213,41 +268,21 @@ def train_autoencoder(
         if distributed.replicas() > 1:
             # Built here, in the scope: Keras cannot build a subclassed model from a one-tensor distributed batch.
             model(np.zeros((1, matrix.shape[1]), np.float32))
-    batches = _Batches(matrix, config["batch_size"], seed).dataset
+    batches = InteractionBatches(matrix, config["batch_size"], seed)
     epochs, steps = step_plan(config["epochs"], len(batches), int(config.get("max_steps", 0)))
-    report = Throttled(progress, task, epochs * steps)
-    curves: dict[str, list[float]] = {"loss": [], "nll": [], "kl": [], "validation": []}
-    best_value, best_epoch, best_weights, since_best = -math.inf, 0, None, 0
     meta = {"variant": config["variant"], "hidden": config["hidden"], "latent": config["latent"]}
-    epoch = 0
-    for epoch in range(1, epochs + 1):
-        done = (epoch - 1) * steps
-        detail = ", ".join(f"{k} {v[-1]:.4f}" for k, v in curves.items() if v)
-        batch_done = keras.callbacks.LambdaCallback(
-            on_train_batch_end=lambda batch, logs: report(done + batch + 1, detail)  # noqa: B023 - used in this epoch
-        )
-        logs = model.fit(
-            batches,
-            epochs=1,
-            steps_per_epoch=steps if steps < len(batches) else None,
-            verbose=0,
-            callbacks=[batch_done],
-        ).history
-        for key in ("loss", "nll", "kl"):
-            curves[key].append(float(logs[key][-1]))
-        if validate is not None:
-            # Every worker must take the same early-stopping decision: the score is agreed on by all-reduce.
-            value = distributed.agree(validate(scorer_from_model(model, meta)))
-            curves["validation"].append(value)
-            if value > best_value:
-                best_value, best_epoch, best_weights, since_best = value, epoch, model.get_weights(), 0
-            else:
-                since_best += 1
-        if validate is not None and since_best >= config["patience"]:
-            break
-    report(epochs * steps, f"stopped after epoch {epoch}, best {best_epoch or epoch}")
-    if best_weights is not None:
-        model.set_weights(best_weights)
-    else:
-        best_epoch = epoch
-    return TrainedAutoencoder(scorer_from_model(model, meta), curves, best_epoch, epoch)
+    best = BestEpoch(validate, config["patience"], meta)
+    model.fit(
+        batches,
+        epochs=epochs,
+        steps_per_epoch=steps if steps < len(batches) else None,
+        verbose=0,
+        callbacks=[best, keras_batches(progress, task, epochs, steps)],
+    )
+    # No score ever counted as better (no `validate`, or none improved on -inf): the last epoch is the one kept.
+    best_epoch = best.best_epoch or best.epochs_run
+    # Early stopping leaves the bar short of its total: close it, saying where training stopped.
+    progress.work(task, epochs * steps, epochs * steps, f"stopped after epoch {best.epochs_run}, best {best_epoch}")
+    if best.best_weights is not None:
+        model.set_weights(best.best_weights)
+    return TrainedAutoencoder(scorer_from_model(model, meta), best.curves, best_epoch, best.epochs_run)

@@ -8,6 +8,7 @@ Keras 3 for training; the codes and the cold items' neighbour lists are plain .n
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,11 @@ from recsys_runtime.attributes import AttributeEncoder
 from recsys_runtime.models.neighbours import TopNeighbours
 from trainer import distributed
 
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise in a CLI; errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # after the log level, which TensorFlow reads when it loads
+
 CODES_FILE = "item_codes.npy"
 
 
@@ -25,23 +31,40 @@ def item_features(encoder: AttributeEncoder, items: pd.DataFrame | None, item_id
     return encoder.dense_table(items, item_ids)
 
 
+@keras.saving.register_keras_serializable(package="recsys")
+class ItemAttributeAutoencoder(keras.Model):
+    """features -> relu Dense(hidden) -> Dense(code), the layer named "code" -> relu Dense(hidden) -> Dense(features):
+    trained to reconstruct an item's attribute row (MSE), its code is the item's content embedding."""
+
+    def __init__(self, features: int, hidden: int, code: int, **kwargs: Any) -> None:
+        for argument, value in (("features", features), ("hidden", hidden), ("code", code)):
+            if value < 1:
+                raise ValueError(f"{argument} must be >= 1, got {value}")
+        inputs = keras.Input((features,))
+        hidden_in = keras.layers.Dense(hidden, activation="relu")(inputs)
+        code_out = keras.layers.Dense(code, name="code")(hidden_in)
+        hidden_out = keras.layers.Dense(hidden, activation="relu")(code_out)
+        outputs = keras.layers.Dense(features)(hidden_out)
+        super().__init__(inputs, outputs, **kwargs)
+        self.features, self.hidden, self.code = int(features), int(hidden), int(code)
+
+    def encoder(self) -> keras.Model:
+        """The model from an attribute row to its code (sharing this model's layers)."""
+        return keras.Model(self.input, self.get_layer("code").output)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "features": self.features, "hidden": self.hidden, "code": self.code}
+
+
 def train_item_codes(features: np.ndarray, config: dict[str, Any], seed: int) -> tuple[np.ndarray, list[float]]:
     """Fit the autoencoder (features -> hidden -> code -> hidden -> features, MSE); return every item's code
     and the loss per epoch."""
-    import keras
-
     keras.utils.set_random_seed(seed)
     with distributed.scope():
-        inputs = keras.Input((features.shape[1],))
-        hidden = keras.layers.Dense(config["hidden"], activation="relu")(inputs)
-        code = keras.layers.Dense(config["code"], name="code")(hidden)
-        decoded = keras.layers.Dense(config["hidden"], activation="relu")(code)
-        outputs = keras.layers.Dense(features.shape[1])(decoded)
-        model = keras.Model(inputs, outputs)
+        model = ItemAttributeAutoencoder(features.shape[1], config["hidden"], config["code"])
         model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]), loss="mse")
     history = model.fit(features, features, epochs=config["epochs"], batch_size=config["batch_size"], verbose=0)
-    encoder = keras.Model(inputs, code)
-    codes = np.asarray(encoder.predict(features, batch_size=4096, verbose=0), dtype=np.float32)
+    codes = np.asarray(model.encoder().predict(features, batch_size=4096, verbose=0), dtype=np.float32)
     codes[0] = 0.0
     return codes, [float(v) for v in history.history["loss"]]
 

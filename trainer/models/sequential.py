@@ -7,8 +7,10 @@ graph, trainer/ranker_onnx.py).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +20,11 @@ from recsys_runtime.models.sequential import Caser, GRU4Rec
 from trainer import distributed
 from trainer.progress import SILENT, TrainingProgress, keras_batches, step_plan
 
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise in a CLI; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # after the log level, which TensorFlow reads when it loads
+import tensorflow as tf
 
 # ---------------------------------------------------------------- training data
 
@@ -87,60 +92,88 @@ def item_unigrams(sequences: list[np.ndarray], n_items: int) -> list[float]:
     return [float(v) for v in unigrams]
 
 
-def sampled_softmax_trainer(model: Any, unigrams: list[float], negatives: int, seed: int) -> Any:
-    """A Keras model that trains `model`'s own layers (shared variables) with a sampled softmax.
+@keras.saving.register_keras_serializable(package="recsys")
+class SampledSoftmaxTrainer(keras.Model):
+    """Trains `model`'s own layers (shared variables) with a sampled softmax.
 
     It runs `model` up to the input of its "output" Dense layer and scores only the true next item and
     `negatives` items drawn (without replacement, shared by the batch) in proportion to `unigrams`, with
     `tf.nn.sampled_softmax_loss`: each sampled logit minus the log of its expected count (the logQ correction
     of Yi et al., RecSys 2019, which keeps popular items from being over-penalised), and a negative that
     equals the row's target removed. Positions whose target is padding (0) carry no loss. `model` keeps
-    computing full logits, so export and serving read the same weights as after full-softmax training."""
-    import keras
-    import tensorflow as tf
+    computing full logits, so export and serving read the same weights as after full-softmax training.
 
-    output = model.get_layer("output")
-    n_items = len(unigrams)
+    Called, it returns the states the output layer reads ([..., units]); `ranker` is the full-logits model."""
 
-    class SampledSoftmaxTrainer(keras.Model):
-        def __init__(self) -> None:
-            super().__init__()
-            self.encoder = keras.Model(model.inputs, output.input)
-            self.output_layer = output
+    def __init__(self, model: Any, unigrams: Sequence[float], negatives: int, seed: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"model must be a keras.Model, got {type(model).__name__}")
+        output = next((layer for layer in model.layers if layer.name == "output"), None)
+        if not isinstance(output, keras.layers.Dense):
+            raise ValueError("model must end in a Dense layer named 'output' (the logits over the catalogue)")
+        weights = np.asarray(unigrams, np.float64)
+        if weights.ndim != 1 or len(weights) < 2 or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("unigrams must be one finite weight >= 0 per item, at least 2 items")
+        n_items = len(weights)
+        if output.units != n_items:
+            raise ValueError(f"unigrams has {n_items} items but the model's output layer has {output.units}")
+        drawable = int(np.count_nonzero(weights))
+        if not 1 <= negatives <= drawable:
+            raise ValueError(f"negatives must be in [1, {drawable}] (items with a weight > 0), got {negatives}")
+        self.unigrams, self.negatives, self.seed = [float(v) for v in weights], int(negatives), int(seed)
+        self.n_items = n_items
+        # The ranker last: its variables are the same ones, so the trainable variables stay encoder, then output.
+        self.encoder = keras.Model(model.inputs, output.input)
+        self.output_layer = output
+        self.ranker = model
 
-        def call(self, inputs: Any, training: bool | None = None) -> Any:
-            return self.encoder(inputs, training=training)
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        return self.encoder(inputs, training=training)
 
-        def compute_loss(
-            self,
-            x: Any = None,
-            y: Any = None,
-            y_pred: Any = None,
-            sample_weight: Any = None,
-            training: bool = True,
-        ) -> Any:
-            states = tf.reshape(y_pred, [-1, y_pred.shape[-1]])
-            targets = tf.reshape(tf.cast(y, tf.int64), [-1])
-            keep = targets > 0
-            states, targets = tf.boolean_mask(states, keep), tf.boolean_mask(targets, keep)[:, None]
-            sampled = tf.random.fixed_unigram_candidate_sampler(
-                targets, 1, negatives, True, n_items, unigrams=unigrams, seed=seed
-            )
-            losses = tf.nn.sampled_softmax_loss(
-                weights=tf.transpose(tf.convert_to_tensor(self.output_layer.kernel)),
-                biases=tf.convert_to_tensor(self.output_layer.bias),
-                labels=targets,
-                inputs=states,
-                num_sampled=negatives,
-                num_classes=n_items,
-                sampled_values=sampled,
-                remove_accidental_hits=True,
-            )
-            mean = tf.math.divide_no_nan(tf.reduce_sum(losses), tf.cast(tf.size(losses), losses.dtype))
-            # Replicas' gradients are summed (tf.distribute): each contributes its share, as Keras' losses do.
-            return mean / tf.distribute.get_strategy().num_replicas_in_sync
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Any:
+        states = tf.reshape(y_pred, [-1, y_pred.shape[-1]])
+        targets = tf.reshape(tf.cast(y, tf.int64), [-1])
+        keep = targets > 0
+        states, targets = tf.boolean_mask(states, keep), tf.boolean_mask(targets, keep)[:, None]
+        sampled = tf.random.fixed_unigram_candidate_sampler(
+            targets, 1, self.negatives, True, self.n_items, unigrams=self.unigrams, seed=self.seed
+        )
+        losses = tf.nn.sampled_softmax_loss(
+            weights=tf.transpose(tf.convert_to_tensor(self.output_layer.kernel)),
+            biases=tf.convert_to_tensor(self.output_layer.bias),
+            labels=targets,
+            inputs=states,
+            num_sampled=self.negatives,
+            num_classes=self.n_items,
+            sampled_values=sampled,
+            remove_accidental_hits=True,
+        )
+        mean = tf.math.divide_no_nan(tf.reduce_sum(losses), tf.cast(tf.size(losses), losses.dtype))
+        # Replicas' gradients are summed (tf.distribute): each contributes its share, as Keras' losses do.
+        return mean / tf.distribute.get_strategy().num_replicas_in_sync
 
-    return SampledSoftmaxTrainer()
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model": keras.saving.serialize_keras_object(self.ranker),
+            "unigrams": self.unigrams,
+            "negatives": self.negatives,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> SampledSoftmaxTrainer:
+        # Deserialising consumes parts of the dict it is given: a copy keeps the caller's config whole.
+        model = keras.saving.deserialize_keras_object(copy.deepcopy(config["model"]), custom_objects=custom_objects)
+        return cls(**{**config, "model": model})
 
 
 def _fit(
@@ -158,10 +191,8 @@ def _fit(
     batches when config's `max_steps` (0: no cap) is smaller; the loss per epoch."""
     trainer = model
     if softmax.kind == "sampled":
-        import keras
-
         with distributed.scope():
-            trainer = sampled_softmax_trainer(model, unigrams, softmax.negatives, seed)
+            trainer = SampledSoftmaxTrainer(model, unigrams, softmax.negatives, seed)
             trainer.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
     full_epoch = math.ceil(len(y) / config["batch_size"])
     epochs, steps = step_plan(config["epochs"], full_epoch, int(config.get("max_steps", 0)))
@@ -183,8 +214,6 @@ def _fit(
 
 def build_gru4rec(n_items: int, config: dict[str, Any]) -> Any:
     """Embedding (0 is padding, masked) -> GRU over the sequence -> logits over the catalogue at every step."""
-    import keras
-
     inputs = keras.Input((config["max_length"],), dtype="int32")
     embedded = keras.layers.Embedding(n_items, config["embedding"], mask_zero=True, name="items")(inputs)
     embedded = keras.layers.Dropout(config["dropout"])(embedded)
@@ -207,8 +236,6 @@ def train_gru4rec(
     progress: TrainingProgress = SILENT,
 ) -> tuple[GRU4Rec, list[float]]:
     """Next-item prediction at every position of each user's sequence (softmax cross-entropy, full or sampled)."""
-    import keras
-
     keras.utils.set_random_seed(seed)
     chunks = gru_chunks(sequences, config["max_length"])
     with distributed.scope():
@@ -230,8 +257,6 @@ def build_caser(n_items: int, n_users: int, config: dict[str, Any]) -> Any:
     sequence: a horizontal filter of height h spans all d columns, so it is a Conv1D of width h with d input
     channels, and a vertical filter is a Dense over the L positions of each column. Both train 2-3x faster
     on CPU than Conv2D with a single input channel; Caser.from_model stores the kernels in the image layout."""
-    import keras
-
     length, dim = config["length"], config["embedding"]
     items_in = keras.Input((length,), dtype="int32")
     user_in = keras.Input((), dtype="int32")
@@ -269,8 +294,6 @@ def train_caser(
     progress: TrainingProgress = SILENT,
 ) -> tuple[Caser, list[float]]:
     """Next-item prediction from every window of L items (softmax cross-entropy, full or sampled)."""
-    import keras
-
     keras.utils.set_random_seed(seed)
     windows, owners, targets = caser_windows(sequences, users, config["length"])
     with distributed.scope():
