@@ -306,6 +306,137 @@ def _entity_table(frame: pd.DataFrame | None, key: str) -> pd.DataFrame:
     return frame.astype(str)
 
 
+class StageTimes:
+    """Wall time of each named stage, announced to the progress display as it starts."""
+
+    def __init__(self, progress: TrainingProgress) -> None:
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.progress.stage(name)
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - started, 3)
+
+
+def fit_workflow(dataset: Dataset, config: dict[str, Any], out_root: Path) -> tuple[Workflow, pd.DataFrame]:
+    """The fitted workflow (keeping the indices of ids the current version knows) and the encoded
+    interactions."""
+    data_config = config["data"]
+    workflow = Workflow.fit(
+        dataset.interactions,
+        config["workflow"]["max_history"],
+        data_config["min_user_count"],
+        data_config["min_item_count"],
+        items=dataset.items,
+        users=dataset.users,
+        options=config["workflow"],
+        previous=previous_workflow(out_root),
+    )
+    return workflow, workflow.encode_interactions(dataset.interactions)
+
+
+def fit_generators(
+    dataset: Dataset,
+    encoded: pd.DataFrame,
+    workflow: Workflow,
+    models: FittedModels,
+    config: dict[str, Any],
+    progress: TrainingProgress,
+) -> tuple[Synthesis, dict[str, Any]]:
+    """The user and item generators, and what the report says of them."""
+    item_targets = (
+        item_vectors(models.candidates.scorer) if isinstance(models.candidates, AutoencoderCandidates) else None
+    )
+    synthesis = fit_synthesis(
+        encoded, workflow, dataset.users, dataset.items, item_targets, config["gan"], config["seed"], progress
+    )
+    summary = {
+        "user_generator": True,
+        "item_generator": synthesis.items is not None,
+        "final_critic_distance": {k: v["critic"][-1] for k, v in synthesis.curves.items()},
+        "quality": training_quality(synthesis, dataset.interactions, dataset.users, config),
+    }
+    return synthesis, summary
+
+
+def write_data(staging: Path, dataset: Dataset, workflow: Workflow) -> None:
+    """The workflow, the entity catalogues and the users' histories, which the features service serves."""
+    workflow.save(staging / WORKFLOW_DIR)
+    catalog = staging / CATALOG_DIR
+    catalog.mkdir()
+    _entity_table(dataset.items, "item_id").to_parquet(catalog / "items.parquet", index=False)
+    _entity_table(dataset.users, "user_id").to_parquet(catalog / "users.parquet", index=False)
+    ordered = dataset.interactions.sort_values(["user_id", "timestamp"], kind="stable")
+    ordered[["user_id", "item_id", "timestamp"]].to_parquet(staging / HISTORIES_FILE, index=False)
+
+
+def write_models(
+    staging: Path,
+    dataset: Dataset,
+    workflow: Workflow,
+    models: FittedModels,
+    validation: ValidationResult,
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """Every model's files and the Triton repository; returns the item autoencoder's summary ({} when it was
+    not trained). The item autoencoder trains here, on every worker alike (see train)."""
+    models_dir = staging / MODELS_DIR
+    models_dir.mkdir()
+    save_popularity(models_dir, models.popularity)
+    cold_items = fit_cold_items(dataset, workflow, config, models)
+    models.candidates.save(models_dir)
+    if cold_items:
+        np.save(models_dir / CODES_FILE, cold_items.pop("codes"), allow_pickle=False)
+    if (
+        isinstance(models.candidates, AutoencoderCandidates)
+        and workflow.items.size >= config["candidates"]["ann_min_items"]
+    ):
+        index = ItemIndex.build(item_vectors(models.candidates.scorer), config["candidates"]["ann_nprobe"])
+        index.save(models_dir / "autoencoder")
+    models.markov.save(models_dir)
+    # The rankers trained during validation, with the Markov chain refitted on all data.
+    ranker = validation.ranker or Ranker(models.markov)
+    ranker.markov = models.markov
+    write_ranker(staging / REPOSITORY_DIR, ranker, config["serving"]["triton_cpu_instances"])
+    return cold_items
+
+
+def training_report(
+    version: str,
+    dataset: Dataset,
+    workflow: Workflow,
+    models: FittedModels,
+    validation: ValidationResult,
+    cold_items: dict[str, Any],
+    synthetic: dict[str, Any] | None,
+    timings: dict[str, float],
+    workers: int,
+) -> dict[str, Any]:
+    curves = {"validation": validation.curves}
+    return {
+        "version": version,
+        "data": {
+            "interactions": len(dataset.interactions),
+            "users": len(workflow.users),
+            "items": len(workflow.items),
+            "items_with_attributes": 0 if dataset.items is None else len(dataset.items),
+            "users_with_attributes": 0 if dataset.users is None else len(dataset.users),
+            "item_attribute_kinds": workflow.item_attributes.describe(),
+            "user_attribute_kinds": workflow.user_attributes.describe(),
+        },
+        "quality": [q.to_dict() for q in dataset.quality],
+        "validation": validation.metrics,
+        "autoencoder": {"best_epoch": models.autoencoder.best_epoch, "curves": curves} if models.autoencoder else None,
+        "timings_s": timings,
+        "workers": workers,
+        "item_autoencoder": cold_items or None,
+        "models": {"candidates": models.candidates.name, "ranking": "markov blend", "synthetic": synthetic},
+    }
+
+
 def train(dataset: Dataset, config: dict[str, Any], out_root: Path, progress: TrainingProgress = SILENT) -> TrainResult:
     """Fit every model and write one artefact version under out_root; returns its directory.
 
@@ -313,52 +444,21 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, progress: Tr
     models and the GANs train in step across them, the numpy models are fitted by each alike, and only the
     chief writes into out_root."""
     cluster = distributed.setup()  # before any TensorFlow op
-    timings: dict[str, float] = {}
-
-    @contextmanager
-    def stage(name: str) -> Iterator[None]:
-        progress.stage(name)
-        started = time.perf_counter()
-        yield
-        timings[name] = round(time.perf_counter() - started, 3)
-
-    interactions = dataset.interactions
-    if interactions.empty:
+    if dataset.interactions.empty:
         raise ValueError("no usable interactions after cleaning; see the data-quality report")
-    data_config = config["data"]
-    with stage("workflow"):
-        workflow = Workflow.fit(
-            interactions,
-            config["workflow"]["max_history"],
-            data_config["min_user_count"],
-            data_config["min_item_count"],
-            items=dataset.items,
-            users=dataset.users,
-            options=config["workflow"],
-            previous=previous_workflow(out_root),
-        )
-        encoded = workflow.encode_interactions(interactions)
-    with stage("validation"):
+    times = StageTimes(progress)
+    with times.stage("workflow"):
+        workflow, encoded = fit_workflow(dataset, config, out_root)
+    with times.stage("validation"):
         validation = fit_with_validation(encoded, workflow, config, progress)
-    with stage("models"):
+    with times.stage("models"):
         # Popularity and Markov transitions refitted on all data (seconds); the Keras models are validation's.
         models = fit_models(encoded, workflow, config, autoencoder=validation.autoencoder, progress=progress)
-    synthesis = None
-    synthetic_report: dict[str, Any] = {}
+    synthesis: Synthesis | None = None
+    synthetic: dict[str, Any] | None = None
     if config["gan"]["enabled"]:
-        with stage("synthetic"):
-            item_targets = (
-                item_vectors(models.candidates.scorer) if isinstance(models.candidates, AutoencoderCandidates) else None
-            )
-            synthesis = fit_synthesis(
-                encoded, workflow, dataset.users, dataset.items, item_targets, config["gan"], config["seed"], progress
-            )
-            synthetic_report = {
-                "user_generator": True,
-                "item_generator": synthesis.items is not None,
-                "final_critic_distance": {k: v["critic"][-1] for k, v in synthesis.curves.items()},
-                "quality": training_quality(synthesis, interactions, dataset.users, config),
-            }
+        with times.stage("synthetic"):
+            synthesis, synthetic = fit_generators(dataset, encoded, workflow, models, config, progress)
 
     if not cluster.is_chief:
         # TensorFlow's pattern for non-chief workers: write the same version into a temporary root, then drop
@@ -367,63 +467,17 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, progress: Tr
     version = artifacts.new_version_name()
     progress.stage("write")  # not timed: the report is written inside this step
     with artifacts.staging_directory(out_root, version) as staging:
-        workflow.save(staging / WORKFLOW_DIR)
-        catalog = staging / CATALOG_DIR
-        catalog.mkdir()
-        _entity_table(dataset.items, "item_id").to_parquet(catalog / "items.parquet", index=False)
-        _entity_table(dataset.users, "user_id").to_parquet(catalog / "users.parquet", index=False)
-        ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable")
-        ordered[["user_id", "item_id", "timestamp"]].to_parquet(staging / HISTORIES_FILE, index=False)
-        models_dir = staging / MODELS_DIR
-        models_dir.mkdir()
-        save_popularity(models_dir, models.popularity)
-        cold_items = fit_cold_items(dataset, workflow, config, models)
-        models.candidates.save(models_dir)
-        if cold_items:
-            np.save(models_dir / CODES_FILE, cold_items.pop("codes"), allow_pickle=False)
-        if (
-            isinstance(models.candidates, AutoencoderCandidates)
-            and workflow.items.size >= config["candidates"]["ann_min_items"]
-        ):
-            index = ItemIndex.build(item_vectors(models.candidates.scorer), config["candidates"]["ann_nprobe"])
-            index.save(models_dir / "autoencoder")
-        models.markov.save(models_dir)
-        # The rankers trained during validation, with the Markov chain refitted on all data.
-        ranker = validation.ranker or Ranker(models.markov)
-        ranker.markov = models.markov
-        write_ranker(staging / REPOSITORY_DIR, ranker, config["serving"]["triton_cpu_instances"])
+        write_data(staging, dataset, workflow)
+        cold_items = write_models(staging, dataset, workflow, models, validation, config)
         if synthesis is not None:
             synthesis.save(staging / GAN_DIR)
             plot_gan_curves(synthesis.curves, staging / GAN_CURVES_PNG)
-        curves = {"validation": validation.curves}
         if validation.curves:
-            plot_curves(curves, staging / CURVES_PNG)
+            plot_curves({"validation": validation.curves}, staging / CURVES_PNG)
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True))
-        report = {
-            "version": version,
-            "data": {
-                "interactions": len(interactions),
-                "users": len(workflow.users),
-                "items": len(workflow.items),
-                "items_with_attributes": 0 if dataset.items is None else len(dataset.items),
-                "users_with_attributes": 0 if dataset.users is None else len(dataset.users),
-                "item_attribute_kinds": workflow.item_attributes.describe(),
-                "user_attribute_kinds": workflow.user_attributes.describe(),
-            },
-            "quality": [q.to_dict() for q in dataset.quality],
-            "validation": validation.metrics,
-            "autoencoder": {"best_epoch": models.autoencoder.best_epoch, "curves": curves}
-            if models.autoencoder
-            else None,
-            "timings_s": timings,
-            "workers": cluster.workers,
-            "item_autoencoder": cold_items or None,
-            "models": {
-                "candidates": models.candidates.name,
-                "ranking": "markov blend",
-                "synthetic": synthetic_report if synthesis is not None else None,
-            },
-        }
+        report = training_report(
+            version, dataset, workflow, models, validation, cold_items, synthetic, times.seconds, cluster.workers
+        )
         (staging / REPORT_JSON).write_text(json.dumps(report, indent=1, sort_keys=True))
         (staging / REPORT_MD).write_text(render_report(report))
         # Triton's name for this version exists before `current` points at it (dangling for a moment: harmless).
