@@ -31,20 +31,27 @@ def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
     unload_grace_s = env.number("TRITON_UNLOAD_GRACE_S", 30.0, 0.0, 3600.0)
     servicer = RankingServicer(timeout_s)
     unloads: set[asyncio.Task[None]] = set()
+    # Versions whose core is being built: a rollback to the version whose ranker waits to be unloaded must
+    # keep it, though it is not serving yet.
+    building: set[str] = set()
 
     async def open_triton() -> None:
         await ranker.open(wait_s)
 
     async def build_core(artifacts: ArtifactVersion) -> RankingCore:
-        model = await ranker.model(artifacts.version)
+        building.add(artifacts.version)
         try:
-            return await asyncio.to_thread(RankingCore, artifacts.path, artifacts.version, model)
-        except Exception:
-            # A version that cannot be served leaves nothing loaded in Triton (unless it is the one serving).
-            serving = servicer.core
-            if serving is None or serving.version != artifacts.version:
-                await model.unload()
-            raise
+            model = await ranker.model(artifacts.version)
+            try:
+                return await asyncio.to_thread(RankingCore, artifacts.path, artifacts.version, model)
+            except Exception:
+                # A version that cannot be served leaves nothing loaded in Triton (unless it is the one serving).
+                serving = servicer.core
+                if serving is None or serving.version != artifacts.version:
+                    await model.unload()
+                raise
+        finally:
+            building.discard(artifacts.version)
 
     async def after_switch(old: RankingCore | None, new: RankingCore) -> None:
         if old is None or not isinstance(old.ranker, TritonModel) or old.version == new.version:
@@ -54,8 +61,8 @@ def build(env: EnvReader, settings: ServerSettings) -> ArtifactService:
         async def unload_later() -> None:
             await asyncio.sleep(unload_grace_s)
             serving = servicer.core
-            if serving is not None and serving.version == old.version:
-                return  # switched back to it meanwhile (a rollback)
+            if (serving is not None and serving.version == old.version) or old.version in building:
+                return  # switched back to it meanwhile, or switching back now (a rollback)
             await retired.unload()
             log.info("previous ranker unloaded", extra={"model": retired.name})
 

@@ -41,6 +41,12 @@ class TritonRanker:
         self.credentials = credentials
         self.load_timeout_s = load_timeout_s
         self._client: triton_aio.InferenceServerClient | None = None
+        # One load or unload of a model at a time: a rollback that loads the version whose unload is still in
+        # flight would otherwise see it ready, then lose it.
+        self._model_locks: dict[str, asyncio.Lock] = {}
+
+    def model_lock(self, name: str) -> asyncio.Lock:
+        return self._model_locks.setdefault(name, asyncio.Lock())
 
     @property
     def client(self) -> triton_aio.InferenceServerClient:
@@ -70,10 +76,11 @@ class TritonRanker:
         return model
 
     async def unload(self, name: str) -> None:
-        try:
-            await self.client.unload_model(name)
-        except InferenceServerException as error:
-            log.warning("triton model unload failed", extra={"model": name, "error": error.message()})
+        async with self.model_lock(name):
+            try:
+                await self.client.unload_model(name)
+            except InferenceServerException as error:
+                log.warning("triton model unload failed", extra={"model": name, "error": error.message()})
 
     async def close(self) -> None:
         if self._client is not None:
@@ -95,14 +102,15 @@ class TritonModel:
 
     async def ensure_loaded(self) -> None:
         client = self.ranker.client
-        self._last_load = time.monotonic()
-        try:
-            if await client.is_model_ready(self.name):
-                return
-            # Waits until loaded; a model that fails to load raises with Triton's reason.
-            await client.load_model(self.name, client_timeout=self.ranker.load_timeout_s)
-        except InferenceServerException as error:
-            raise Unavailable(f"triton could not load {self.name}: {error.message()}") from None
+        async with self.ranker.model_lock(self.name):
+            self._last_load = time.monotonic()
+            try:
+                if await client.is_model_ready(self.name):
+                    return
+                # Waits until loaded; a model that fails to load raises with Triton's reason.
+                await client.load_model(self.name, client_timeout=self.ranker.load_timeout_s)
+            except InferenceServerException as error:
+                raise Unavailable(f"triton could not load {self.name}: {error.message()}") from None
         log.info("triton model loaded", extra={"model": self.name})
 
     def _reload_in_background(self) -> None:
