@@ -33,7 +33,7 @@ SCORES = "SCORES"
 # and CANDIDATES (and CANDIDATE_SCORES) with zeros to the next multiple of these, so that requests share a
 # few shapes: GPU configurations batch only requests of equal shapes. Index 0 is padding to every model.
 # HISTORY pads no further than the workflow's max_history: a full 50-item history stays 50 wide, not 64, and
-# the GRU runs no steps over padding (on CPU, one user: 236 -> 204 us in onnxruntime).
+# the GRU runs no steps over padding.
 HISTORY_BUCKET = 16
 CANDIDATE_BUCKET = 32
 
