@@ -60,22 +60,23 @@ class AutoencoderCandidates:
         if not np.any(seen > 0):
             return np.zeros(self.scorer.size, dtype=np.float64)
         logits = self.scorer.score(seen).astype(np.float64)
-        logits -= logits.max()
-        probabilities = shares(np.exp(logits))
-        if self.transfer is not None:
-            probabilities = shares(self.transfer.apply(probabilities))
-        return probabilities
+        return self._from_logits(logits[None, :], np.ones(1, dtype=bool))[0]
 
     def probabilities_many(self, seens: Sequence[np.ndarray]) -> np.ndarray:
         """probabilities for many users at once, [users, items] (the candidate model does not read `recent`)."""
         kernel, bias = self.scorer.item_matrix()
         logits = (self.scorer.user_states(seens) @ kernel + bias).astype(np.float64)  # as score(): float32
+        return self._from_logits(logits, np.array([np.any(seen > 0) for seen in seens], dtype=bool))
+
+    def _from_logits(self, logits: np.ndarray, has_history: np.ndarray) -> np.ndarray:
+        """[users, items] logits -> a softmax per user with a history (zeros otherwise), cold items' share
+        transferred from their warm neighbours."""
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         probabilities = exp / exp.sum(axis=1, keepdims=True)
-        probabilities[[not np.any(seen > 0) for seen in seens]] = 0.0
+        probabilities[~has_history] = 0.0
         if self.transfer is not None:
-            for row in range(len(probabilities)):
+            for row in np.flatnonzero(has_history):
                 probabilities[row] = shares(self.transfer.apply(probabilities[row]))
         return probabilities
 
