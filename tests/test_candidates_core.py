@@ -4,21 +4,13 @@ popularity, saved as the trainer lays them out)."""
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 import numpy as np
 import pytest
 
-from recsys_runtime.layout import MODELS_DIR, WORKFLOW_DIR
-from recsys_runtime.models.popularity import save_popularity
-from recsys_runtime.workflow import Workflow
 from services.candidates.core import GENERATED_NAME, POPULARITY_NAME, CandidateCore, CandidateQuery, Candidates
 from services.common.errors import InvalidArgument
 from services.common.validation import MAX_K
-from trainer.config import load_config
-from trainer.demo import generate
-from trainer.pipeline import fit_models
+from tests.small_artefact import item_knn_artefact
 
 NOTHING = np.zeros(0, np.int32)
 # A recorded history, oldest first, whose items are also what the user has seen.
@@ -27,18 +19,8 @@ HISTORY = np.arange(1, 9, dtype=np.int32)
 
 @pytest.fixture(scope="module")
 def core(tmp_path_factory: pytest.TempPathFactory) -> CandidateCore:
-    directory = tmp_path_factory.mktemp("artefact") / "v1"
-    data = generate(n_users=80, n_items=60, mean_history=8, seed=11)
-    workflow = Workflow.fit(data.interactions, 20, items=data.items, users=data.users)
-    config: dict[str, Any] = copy.deepcopy(load_config())
-    config["candidates"]["model"] = "item_knn"
-    models = fit_models(workflow.encode_interactions(data.interactions), workflow, config)
-    workflow.save(directory / WORKFLOW_DIR)
-    models_dir = directory / MODELS_DIR
-    models_dir.mkdir()
-    save_popularity(models_dir, models.popularity)
-    models.candidates.save(models_dir)
-    return CandidateCore(directory, "v1", config)
+    artefact = item_knn_artefact(tmp_path_factory.mktemp("artefact") / "v1", seed=11)
+    return CandidateCore(artefact.directory, "v1", artefact.config)
 
 
 def query(

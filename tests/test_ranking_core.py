@@ -5,7 +5,6 @@ chain); its ranker (recsys_runtime.models.ranking, the model the Triton graph co
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,16 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from recsys_runtime.layout import WORKFLOW_DIR
 from recsys_runtime.models.ranking import Ranker
-from recsys_runtime.workflow import Workflow
 from services.common.clients import Deadline
 from services.common.errors import DeadlineExceeded, InvalidArgument
 from services.common.validation import MAX_K
 from services.ranking.core import CANDIDATE_ORDER, MODEL_NAME, RankingCore, RankInput
-from trainer.config import load_config
-from trainer.demo import generate
-from trainer.pipeline import fit_models
+from tests.small_artefact import item_knn_artefact
 
 BUDGET_S = 0.25
 NO_DEADLINE = Deadline(None)
@@ -52,15 +47,9 @@ class InProcessRanker:
 
 @pytest.fixture(scope="module")
 def artefact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Ranker]:
-    directory = tmp_path_factory.mktemp("artefact") / "v1"
-    data = generate(n_users=80, n_items=60, mean_history=8, seed=13)
-    workflow = Workflow.fit(data.interactions, 20, items=data.items, users=data.users)
-    config: dict[str, Any] = copy.deepcopy(load_config())
-    config["candidates"]["model"] = "item_knn"
-    models = fit_models(workflow.encode_interactions(data.interactions), workflow, config)
-    workflow.save(directory / WORKFLOW_DIR)
+    artefact = item_knn_artefact(tmp_path_factory.mktemp("artefact") / "v1", seed=13)
     # The trainer's ranker when no sequence model was kept: the Markov chain with the candidate score.
-    return directory, Ranker(models.markov)
+    return artefact.directory, Ranker(artefact.models.markov)
 
 
 @pytest.fixture
