@@ -25,6 +25,7 @@ from recsys_runtime.models.ranking import Ranker
 from recsys_runtime.synthesis import GAN_DIR, Synthesis
 from recsys_runtime.triton_contract import RANKER_MODEL, REPOSITORY_DIR
 from recsys_runtime.workflow import Workflow
+from trainer.config import defaults
 from trainer.synthetic_quality import synthetic_quality
 from trainer.triton_repository import MODEL_VERSION
 
@@ -153,8 +154,8 @@ def evaluate_split(
     if (version_dir / GAN_DIR).is_dir():
         users = pd.read_csv(split / "users.csv", dtype=str) if (split / "users.csv").is_file() else None
         synthesis = Synthesis.load(version_dir / GAN_DIR, workflow)
-        # Artefacts trained before gan.quality_users existed compare with every training user.
-        sample = config["gan"].get("quality_users") or None
+        # Artefacts trained before gan.quality_users existed take today's default.
+        sample = config["gan"].get("quality_users", defaults()["gan"]["quality_users"]) or None
         result["synthetic"] = synthetic_quality(synthesis, train, test, users, int(config["seed"]), sample)
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
