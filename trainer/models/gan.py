@@ -107,7 +107,7 @@ class ProjectionCritic(keras.Model):
 
     def __init__(self, output_size: int, condition_size: int, hidden: Any, **kwargs: Any) -> None:
         _check(output_size >= 1, f"output_size must be >= 1, got {output_size}")
-        _check(condition_size >= 1, f"condition_size must be >= 1, got {condition_size}")
+        _check(condition_size >= 0, f"condition_size must be >= 0 (0: no attributes), got {condition_size}")
         hidden = _check_sizes("hidden", hidden)
         row = keras.Input((output_size,), name="row")
         condition = keras.Input((condition_size,), name="condition")
