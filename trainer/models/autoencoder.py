@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from recsys_runtime.models.autoencoder import AutoencoderScorer
 from trainer import distributed
+from trainer.models.checks import require
 from trainer.progress import SILENT, TrainingProgress, keras_batches, step_plan
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise in a CLI; errors still show.
@@ -25,11 +26,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # after the log level, which TensorFlow reads when it loads
 import tensorflow as tf
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
 
 
 @keras.saving.register_keras_serializable(package="recsys")
@@ -52,13 +48,13 @@ class MultAutoencoder(keras.Model):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check(n_items >= 2, f"n_items must be >= 2, got {n_items}")
-        _check(all(int(h) > 0 for h in hidden), f"hidden sizes must be positive, got {list(hidden)}")
-        _check(latent > 0, f"latent must be positive, got {latent}")
-        _check(0.0 <= dropout < 1.0, f"dropout must be in [0, 1), got {dropout}")
-        _check(beta_max >= 0.0, f"beta_max must be >= 0, got {beta_max}")
-        _check(anneal_steps > 0, f"anneal_steps must be > 0, got {anneal_steps}")
-        _check(l2 >= 0.0, f"l2 must be >= 0, got {l2}")
+        require(n_items >= 2, f"n_items must be >= 2, got {n_items}")
+        require(all(int(h) > 0 for h in hidden), f"hidden sizes must be positive, got {list(hidden)}")
+        require(latent > 0, f"latent must be positive, got {latent}")
+        require(0.0 <= dropout < 1.0, f"dropout must be in [0, 1), got {dropout}")
+        require(beta_max >= 0.0, f"beta_max must be >= 0, got {beta_max}")
+        require(anneal_steps > 0, f"anneal_steps must be > 0, got {anneal_steps}")
+        require(l2 >= 0.0, f"l2 must be >= 0, got {l2}")
         self.n_items, self.hidden, self.latent = int(n_items), [int(h) for h in hidden], int(latent)
         self.dropout_rate, self.variational = float(dropout), bool(variational)
         self.beta_max, self.anneal_steps, self.l2 = float(beta_max), int(anneal_steps), float(l2)
@@ -188,8 +184,8 @@ class InteractionBatches(keras.utils.PyDataset):
 
     def __init__(self, matrix: sp.csr_matrix, batch_size: int, seed: int) -> None:
         super().__init__()
-        _check(matrix.shape[0] >= 1, f"matrix must have at least one row, got shape {matrix.shape}")
-        _check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
+        require(matrix.shape[0] >= 1, f"matrix must have at least one row, got shape {matrix.shape}")
+        require(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
         self.matrix, self.batch_size = matrix, int(batch_size)
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(matrix.shape[0])
@@ -217,7 +213,7 @@ class BestEpoch(keras.callbacks.Callback):
         meta: dict[str, Any],
     ) -> None:
         super().__init__()
-        _check(patience >= 1, f"patience must be >= 1, got {patience}")
+        require(patience >= 1, f"patience must be >= 1, got {patience}")
         self.validate, self.patience, self.meta = validate, int(patience), meta
         self.curves: dict[str, list[float]] = {"loss": [], "nll": [], "kl": [], "validation": []}
         self.best_value, self.best_epoch, self.since_best = -math.inf, 0, 0

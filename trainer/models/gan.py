@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from recsys_runtime.models.generator import Generator
 from trainer import distributed
+from trainer.models.checks import require
 from trainer.progress import SILENT, ThrottledProgress, TrainingProgress
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise in a CLI; errors still show.
@@ -51,14 +52,9 @@ class GanCurves:
         }
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
-
-
 def _check_sizes(name: str, sizes: Any) -> list[int]:
     sizes = list(sizes)
-    _check(len(sizes) >= 1 and all(int(v) >= 1 for v in sizes), f"{name} must be one or more sizes >= 1, got {sizes}")
+    require(len(sizes) >= 1 and all(int(v) >= 1 for v in sizes), f"{name} must be one or more sizes >= 1, got {sizes}")
     return [int(v) for v in sizes]
 
 
@@ -71,9 +67,9 @@ class ConditionalGenerator(keras.Model):
     def __init__(
         self, input_size: int, hidden: Any, output_size: int, output_activation: str | None, **kwargs: Any
     ) -> None:
-        _check(input_size >= 1, f"input_size must be >= 1, got {input_size}")
+        require(input_size >= 1, f"input_size must be >= 1, got {input_size}")
         hidden = _check_sizes("hidden", hidden)
-        _check(output_size >= 1, f"output_size must be >= 1, got {output_size}")
+        require(output_size >= 1, f"output_size must be >= 1, got {output_size}")
         try:
             keras.activations.get(output_activation)
         except ValueError as error:
@@ -106,8 +102,8 @@ class ProjectionCritic(keras.Model):
     Called on [rows, conditions]."""
 
     def __init__(self, output_size: int, condition_size: int, hidden: Any, **kwargs: Any) -> None:
-        _check(output_size >= 1, f"output_size must be >= 1, got {output_size}")
-        _check(condition_size >= 0, f"condition_size must be >= 0 (0: no attributes), got {condition_size}")
+        require(output_size >= 1, f"output_size must be >= 1, got {output_size}")
+        require(condition_size >= 0, f"condition_size must be >= 0 (0: no attributes), got {condition_size}")
         hidden = _check_sizes("hidden", hidden)
         row = keras.Input((output_size,), name="row")
         condition = keras.Input((condition_size,), name="condition")
@@ -155,11 +151,11 @@ class ConditionalWGAN(keras.Model):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check(noise_size >= 1, f"noise_size must be >= 1, got {noise_size}")
-        _check(learning_rate > 0.0, f"learning_rate must be > 0, got {learning_rate}")
-        _check(gradient_penalty >= 0.0, f"gradient_penalty must be >= 0, got {gradient_penalty}")
-        _check(critic_steps >= 1, f"critic_steps must be >= 1, got {critic_steps}")
-        _check(reconstruction_weight >= 0.0, f"reconstruction_weight must be >= 0, got {reconstruction_weight}")
+        require(noise_size >= 1, f"noise_size must be >= 1, got {noise_size}")
+        require(learning_rate > 0.0, f"learning_rate must be > 0, got {learning_rate}")
+        require(gradient_penalty >= 0.0, f"gradient_penalty must be >= 0, got {gradient_penalty}")
+        require(critic_steps >= 1, f"critic_steps must be >= 1, got {critic_steps}")
+        require(reconstruction_weight >= 0.0, f"reconstruction_weight must be >= 0, got {reconstruction_weight}")
         self.noise_size, self.condition_size, self.output_size = int(noise_size), int(condition_size), int(output_size)
         self.hidden, self.output_activation = [int(v) for v in hidden], output_activation
         self.learning_rate, self.gradient_penalty = float(learning_rate), float(gradient_penalty)
