@@ -11,13 +11,18 @@ from services.common.encoding import history_indices, pack_candidates, seen_indi
 from services.common.server import Registration
 from services.common.service import CoreSlot
 
+NO_LIKELIHOODS = np.zeros(0, np.float64)
+
 
 def candidate_query(request: candidates_pb2.GetCandidatesRequest, core: CandidateCore) -> CandidateQuery:
     context = request.context
     return CandidateQuery(
         history=history_indices(context, core.workflow, core.version),
         seen=seen_indices(context, core.workflow, core.version),
-        likelihoods=np.fromiter((h.weight for h in context.history), np.float64, len(context.history)),
+        # Only a generated history carries likelihoods: a recorded one's are not decoded on every request.
+        likelihoods=np.fromiter((h.weight for h in context.history), np.float64, len(context.history))
+        if context.generated_history
+        else NO_LIKELIHOODS,
         exclude=list(request.exclude_item_ids),
         n=request.n,
         generated_history=context.generated_history,
