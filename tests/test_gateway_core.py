@@ -4,15 +4,13 @@ around (and how), which it passes on, and that nothing seen or excluded is ever 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
 
-from recsys.v1 import common_pb2
 from recsys_runtime.models.popularity import PopularityRanking
 from services.common.clients import Deadline
-from services.common.encoding import pack_candidates
 from services.common.errors import (
     DeadlineExceeded,
     DomainError,
@@ -22,7 +20,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.validation import EventInput
-from services.gateway.core import GatewayCore, Scored, Stage
+from services.gateway.core import CandidateList, GatewayCore, Scored, Stage, UserState
 
 CATALOGUE = [f"i{n}" for n in range(1, 11)]  # i1 most popular, i10 least
 NO_DEADLINE = Deadline(None)
@@ -39,36 +37,35 @@ class ScriptedDownstream:
     generated: list[str] = field(default_factory=lambda: ["i7", "i8"])
     failures: dict[str, DomainError] = field(default_factory=dict)
     calls: list[tuple[str, object]] = field(default_factory=list)
+    states: list[UserState] = field(default_factory=list)  # what candidates and ranking were given
+    ranked: list[CandidateList] = field(default_factory=list)  # what ranking was given
 
     def _maybe_fail(self, stage: str) -> None:
         if stage in self.failures:
             raise self.failures[stage]
 
-    async def user_context(
-        self, user_id: str, attributes: Mapping[str, str], deadline: Deadline
-    ) -> common_pb2.UserContext:
+    async def user_context(self, user_id: str, attributes: Mapping[str, str], deadline: Deadline) -> UserState:
         self.calls.append(("features", user_id))
         self._maybe_fail("features")
-        return common_pb2.UserContext(
+        return UserState(
             user_id=user_id,
             known_user=self.known_user,
-            history=[common_pb2.HistoryEntry(item_id=i) for i in self.history],
-            seen_item_ids=self.history,
             online_state_missing=self.online_state_missing,
+            has_history=bool(self.history),
+            seen_item_ids=tuple(self.history),
         )
 
-    async def candidates(
-        self, context: common_pb2.UserContext, n: int, exclude: Sequence[str], deadline: Deadline
-    ) -> common_pb2.PackedCandidates:
+    async def candidates(self, state: UserState, n: int, exclude: Sequence[str], deadline: Deadline) -> CandidateList:
         self.calls.append(("candidates", n))
+        self.states.append(state)
         self._maybe_fail("candidates")
         ids = self.candidate_ids[:n]
-        return pack_candidates(ids, np.linspace(1.0, 0.1, len(ids)), "autoencoder")
+        return CandidateList(ids, np.linspace(1.0, 0.1, len(ids), dtype=np.float32), "autoencoder")
 
-    async def rank(
-        self, context: common_pb2.UserContext, candidates: common_pb2.PackedCandidates, k: int, deadline: Deadline
-    ) -> list[Scored]:
+    async def rank(self, state: UserState, candidates: CandidateList, k: int, deadline: Deadline) -> list[Scored]:
         self.calls.append(("ranking", (list(candidates.item_ids), k, candidates.source)))
+        self.states.append(state)
+        self.ranked.append(candidates)
         self._maybe_fail("ranking")
         # The ranker reverses the candidate order, so its answer is told apart from the candidates'.
         reversed_ids = list(candidates.item_ids)[::-1]
@@ -78,12 +75,13 @@ class ScriptedDownstream:
         self.calls.append(("record", len(events)))
         return len(events), 0
 
-    async def cold_history(
-        self, user_id: str, attributes: Mapping[str, str], deadline: Deadline
-    ) -> tuple[list[common_pb2.HistoryEntry], str]:
-        self.calls.append(("synthetic", user_id))
+    async def with_generated_history(
+        self, state: UserState, attributes: Mapping[str, str], deadline: Deadline
+    ) -> UserState:
+        self.calls.append(("synthetic", state.user_id))
         self._maybe_fail("synthetic")
-        return [common_pb2.HistoryEntry(item_id=i, weight=0.5) for i in self.generated], "v1"
+        # A generated history is never seen: the seen items stay as they were.
+        return replace(state, has_history=bool(self.generated))
 
 
 def popularity() -> PopularityRanking:
@@ -169,6 +167,16 @@ async def test_cold_user_gets_a_generated_history() -> None:
     answer = await gateway(downstream).recommend("new", 2, {"age": "30"}, [], NO_DEADLINE)
     assert answer.cold_start and answer.degraded == []
     assert ("synthetic", "new") in downstream.calls
+    # The later stages get the state with the generated history, not the one the features stage gave.
+    assert [state.has_history for state in downstream.states] == [True, True]
+
+
+async def test_popularity_candidates_reach_ranking_without_a_wire_form_for_the_port_to_pack() -> None:
+    downstream = ScriptedDownstream(failures={"candidates": Unavailable("down")})
+    await gateway(downstream).recommend("u1", 3, {}, [], NO_DEADLINE)
+    (candidates,) = downstream.ranked
+    assert candidates.wire is None and candidates.source == "popularity"
+    assert candidates.scores.dtype == np.float32  # the precision they would have packed
 
 
 async def test_cold_user_with_the_generator_down_is_degraded_synthetic_and_still_answered() -> None:

@@ -21,8 +21,8 @@ from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.server import create_server
 from services.common.settings import DEFAULT_MAX_MESSAGE_BYTES
 from services.common.validation import EventInput
-from services.gateway.adapters import Addresses, BreakerSettings, Downstream, StageBudgets
-from services.gateway.core import GatewayCore
+from services.gateway.adapters import Addresses, BreakerSettings, Downstream, StageBudgets, user_state
+from services.gateway.core import CandidateList, GatewayCore
 from services.gateway.servicer import GatewayServicer, registration
 from tests.stage_servers import DOWN, HANG, OK, SLOW, Candidates, Features, Ranking, StageServer, Synthetic, serve
 
@@ -77,11 +77,11 @@ def within(seconds: float) -> Deadline:
     return Deadline(time.monotonic() + seconds)
 
 
-CONTEXT = common_pb2.UserContext(user_id="known-1", known_user=True)
+CONTEXT = user_state("known-1", common_pb2.UserContext(user_id="known-1", known_user=True))
 EVENTS = [EventInput("known-1", "i2", 1_700_000_000, "e1", 0.0)]
 
 
-async def candidates_of(downstream: Downstream) -> common_pb2.PackedCandidates:
+async def candidates_of(downstream: Downstream) -> CandidateList:
     return await downstream.candidates(CONTEXT, 3, [], within(5))
 
 
@@ -202,6 +202,36 @@ async def test_failing_synthetic_streams_count_with_item_registration_not_with_c
         await downstream.register_items(register, within(5))
     history, _ = await downstream.cold_history("cold-1", {}, within(5))
     assert [entry.item_id for entry in history] == ["i3"]
+
+
+async def test_candidates_the_gateway_made_are_packed_for_ranking_and_packed_ones_handed_on(
+    stages: Stages, downstreams: list[Downstream]
+) -> None:
+    downstream = open_downstream(downstreams, stages.addresses())
+    own = CandidateList(["i4", "i5"], np.array([2.0, 1.0], np.float32), "popularity")
+    assert [(i.item_id, i.score) for i in await downstream.rank(CONTEXT, own, 2, within(5))] == [
+        ("i5", 1.0),
+        ("i4", 2.0),
+    ]
+    packed = await candidates_of(downstream)
+    assert list(packed.item_ids) == ["i1", "i2", "i3"] and packed.wire is not None
+    assert [i.item_id for i in await downstream.rank(CONTEXT, packed, 3, within(5))] == ["i3", "i2", "i1"]
+
+
+async def test_a_generated_history_is_a_new_flagged_context_and_the_features_one_stays_as_it_was(
+    stages: Stages, downstreams: list[Downstream]
+) -> None:
+    downstream = open_downstream(downstreams, stages.addresses())
+    cold = await downstream.user_context("cold-1", {}, within(5))
+    assert not cold.known_user and not cold.has_history
+    generated = await downstream.with_generated_history(cold, {}, within(5))
+    assert generated.has_history and generated.user_id == "cold-1" and not generated.known_user
+    assert isinstance(generated.wire, common_pb2.UserContext) and isinstance(cold.wire, common_pb2.UserContext)
+    assert generated.wire.generated_history and generated.wire.artifact_version == "gan-1"
+    assert [entry.item_id for entry in generated.wire.history] == ["i3"]
+    assert not cold.wire.history and not cold.wire.generated_history
+    await downstream.candidates(generated, 3, [], within(5))
+    assert stages.candidates.generated_history == [True]
 
 
 def popularity() -> PopularityRanking:

@@ -25,11 +25,11 @@ from recsys.v1 import (
 from services.common import tracing
 from services.common.breaker import Attempt, CircuitBreaker
 from services.common.clients import Deadline, domain_error_from_rpc, open_channel, wait_until_serving
-from services.common.encoding import packed_scores
+from services.common.encoding import pack_candidates, packed_scores
 from services.common.errors import DeadlineExceeded, DomainError, Unavailable
 from services.common.tls import ClientCertificates
 from services.common.validation import EventInput
-from services.gateway.core import Scored
+from services.gateway.core import CandidateList, Scored, UserState
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,34 @@ _RECOMMEND_READS = field_mask_pb2.FieldMask(
 
 def _scored(items: Sequence[common_pb2.ScoredItem]) -> list[Scored]:
     return [Scored(i.item_id, i.score, i.source) for i in items]
+
+
+def user_state(user_id: str, context: common_pb2.UserContext) -> UserState:
+    """The core's view of a user's context. The message travels on to the stages as the state's wire form,
+    never decoded: the seen items are a view over it, not a copy."""
+    return UserState(
+        user_id=user_id,
+        known_user=context.known_user,
+        online_state_missing=context.online_state_missing,
+        has_history=len(context.history) > 0,
+        seen_item_ids=context.seen_item_ids,
+        wire=context,
+    )
+
+
+def _context(state: UserState) -> common_pb2.UserContext:
+    if not isinstance(state.wire, common_pb2.UserContext):
+        raise TypeError(f"user state without a UserContext to send: {type(state.wire).__name__}")
+    return state.wire
+
+
+def _packed(candidates: CandidateList) -> common_pb2.PackedCandidates:
+    """As the candidate stage packed them, or packed here when the gateway made them (its popularity fallback)."""
+    if candidates.wire is None:
+        return pack_candidates(candidates.item_ids, candidates.scores, candidates.source)
+    if not isinstance(candidates.wire, common_pb2.PackedCandidates):
+        raise TypeError(f"candidates without PackedCandidates to send: {type(candidates.wire).__name__}")
+    return candidates.wire
 
 
 @dataclass(frozen=True)
@@ -232,9 +260,7 @@ class Downstream:
             attempt.succeeded()
         return reply
 
-    async def user_context(
-        self, user_id: str, attributes: Mapping[str, str], deadline: Deadline
-    ) -> common_pb2.UserContext:
+    async def user_context(self, user_id: str, attributes: Mapping[str, str], deadline: Deadline) -> UserState:
         request = features_pb2.GetUserContextRequest(user_id=user_id, attributes=attributes, read_mask=_RECOMMEND_READS)
         context: common_pb2.UserContext = await self._call(
             self._breakers.user_context,
@@ -244,12 +270,12 @@ class Downstream:
             self.budgets.features,
             deadline,
         )
-        return context
+        return user_state(user_id, context)
 
-    async def candidates(
-        self, context: common_pb2.UserContext, n: int, exclude: Sequence[str], deadline: Deadline
-    ) -> common_pb2.PackedCandidates:
-        request = candidates_pb2.GetCandidatesRequest(context=context, n=n, exclude_item_ids=exclude, packed=True)
+    async def candidates(self, state: UserState, n: int, exclude: Sequence[str], deadline: Deadline) -> CandidateList:
+        request = candidates_pb2.GetCandidatesRequest(
+            context=_context(state), n=n, exclude_item_ids=exclude, packed=True
+        )
         reply = await self._call(
             self._breakers.candidates,
             "candidates",
@@ -258,17 +284,17 @@ class Downstream:
             self.budgets.candidates,
             deadline,
         )
-        if len(packed_scores(reply.packed)) != len(reply.packed.item_ids):
+        packed = reply.packed
+        scores = packed_scores(packed)  # one array over the packed bytes, not decoded per item
+        if len(scores) != len(packed.item_ids):
             raise Unavailable("the candidate stage answered without one score per candidate")
-        return reply.packed
+        return CandidateList(packed.item_ids, scores, packed.source, wire=packed)
 
-    async def rank(
-        self, context: common_pb2.UserContext, candidates: common_pb2.PackedCandidates, k: int, deadline: Deadline
-    ) -> list[Scored]:
-        request = ranking_pb2.RankRequest(packed_candidates=candidates, k=k)
+    async def rank(self, state: UserState, candidates: CandidateList, k: int, deadline: Deadline) -> list[Scored]:
+        request = ranking_pb2.RankRequest(packed_candidates=_packed(candidates), k=k)
         # Ranking reads the user and the history only; the seen items stay behind (the candidate stage left
         # them out). A copy then two cleared fields costs a third of building the context field by field.
-        request.context.CopyFrom(context)
+        request.context.CopyFrom(_context(state))
         request.context.ClearField("seen_item_ids")
         request.context.ClearField("seen_item_indices")
         reply = await self._call(
@@ -303,6 +329,22 @@ class Downstream:
             deadline,
         )
         return list(reply.history), reply.model_version
+
+    async def with_generated_history(
+        self, state: UserState, attributes: Mapping[str, str], deadline: Deadline
+    ) -> UserState:
+        """Raises FailedPrecondition (from the synthetic stage) when the artefact has no generators."""
+        history, version = await self.cold_history(state.user_id, attributes, deadline)
+        # A new message rather than the features stage's changed in place, so a state never changes under its
+        # holder; a cold user's context is a handful of fields, so the copy is cheap.
+        context = common_pb2.UserContext()
+        context.CopyFrom(_context(state))
+        del context.history[:]
+        context.history.extend(history)
+        context.ClearField("sequence")  # encoded from the old history: it must not outlive it
+        context.artifact_version = version
+        context.generated_history = True
+        return user_state(state.user_id, context)
 
     async def register_items(
         self, request: synthetic_pb2.RegisterItemsRequest, deadline: Deadline

@@ -10,11 +10,9 @@ from typing import Protocol
 
 import numpy as np
 
-from recsys.v1 import common_pb2
 from recsys_runtime.models.popularity import PopularityRanking
 from services.common import metrics
 from services.common.clients import Deadline
-from services.common.encoding import pack_candidates, packed_scores
 from services.common.errors import DeadlineExceeded, FailedPrecondition, Unavailable, Violations
 from services.common.validation import (
     MAX_K,
@@ -53,24 +51,51 @@ class Recommendation:
     degraded: list[Stage] = field(default_factory=list)
 
 
+@dataclass(frozen=True, eq=False)
+class UserState:
+    """What the gateway decides on about a user. `wire` is the port's own form of the whole state (the stages'
+    input), handed back to the port as it came: the core never reads it, so it is never decoded here."""
+
+    user_id: str
+    known_user: bool
+    online_state_missing: bool  # the training history only: recent events may be missing
+    has_history: bool
+    seen_item_ids: Sequence[str]  # may be a view over `wire`, not a copy
+    wire: object = None
+
+
+@dataclass(frozen=True, eq=False)
+class CandidateList:
+    """Candidates best first, one score each. `wire` is the port's packed form when they came from the candidate
+    stage (handed on to ranking as it came); None when the gateway made them, for the port to pack."""
+
+    item_ids: Sequence[str]  # may be a view over `wire`, not a copy
+    scores: np.ndarray
+    source: str
+    wire: object = None
+
+    def __post_init__(self) -> None:
+        if len(self.scores) != len(self.item_ids):
+            raise ValueError(f"{len(self.item_ids)} candidates with {len(self.scores)} scores")
+
+
 class DownstreamPort(Protocol):
-    async def user_context(
-        self, user_id: str, attributes: Mapping[str, str], deadline: Deadline
-    ) -> common_pb2.UserContext: ...
+    async def user_context(self, user_id: str, attributes: Mapping[str, str], deadline: Deadline) -> UserState: ...
 
     async def candidates(
-        self, context: common_pb2.UserContext, n: int, exclude: Sequence[str], deadline: Deadline
-    ) -> common_pb2.PackedCandidates: ...
+        self, state: UserState, n: int, exclude: Sequence[str], deadline: Deadline
+    ) -> CandidateList: ...
 
-    async def rank(
-        self, context: common_pb2.UserContext, candidates: common_pb2.PackedCandidates, k: int, deadline: Deadline
-    ) -> list[Scored]: ...
+    async def rank(self, state: UserState, candidates: CandidateList, k: int, deadline: Deadline) -> list[Scored]: ...
 
     async def record(self, events: Sequence[EventInput], deadline: Deadline) -> tuple[int, int]: ...
 
-    async def cold_history(
-        self, user_id: str, attributes: Mapping[str, str], deadline: Deadline
-    ) -> tuple[list[common_pb2.HistoryEntry], str]: ...
+    async def with_generated_history(
+        self, state: UserState, attributes: Mapping[str, str], deadline: Deadline
+    ) -> UserState:
+        """`state` with a history generated from the user's attributes in place of its own, flagged as generated
+        (so it is never excluded as seen). Raises FailedPrecondition when the artefact has no generators."""
+        ...
 
 
 class GatewayCore:
@@ -107,29 +132,31 @@ class GatewayCore:
         self.validate_recommend(user_id, k, attributes, exclude)
         # Without the user's history nothing guarantees seen items stay out: no answer rather than a wrong one.
         with metrics.StageTimer(Stage.FEATURES.value):
-            context = await self.downstream.user_context(user_id, attributes, deadline)
+            state = await self.downstream.user_context(user_id, attributes, deadline)
         degraded: list[Stage] = []
-        if context.online_state_missing:  # the training history only: recent events may be missing
+        if state.online_state_missing:  # the training history only: recent events may be missing
             degraded.append(Stage.FEATURES)
-        if not context.known_user and not context.history:
+        if not state.known_user and not state.has_history:
             try:
                 with metrics.StageTimer(Stage.SYNTHETIC.value):
-                    await self._generate_history(context, user_id, attributes, deadline)
+                    state = await self._generate_history(state, attributes, deadline)
             except DEGRADABLE as error:
                 log.warning("cold-user history degraded to popularity", extra={"error": str(error)})
                 degraded.append(Stage.SYNTHETIC)
-        never = {*context.seen_item_ids, *exclude}
+        never = {*state.seen_item_ids, *exclude}
         n = min(max(self.candidates_n, k), MAX_K)
         # Candidates stay packed (ids, indices, scores) from the candidate stage to ranking: the gateway hands
         # them on without a message per item.
         try:
             with metrics.StageTimer(Stage.CANDIDATES.value):
-                candidates = await self.downstream.candidates(context, n, list(exclude), deadline)
+                candidates = await self.downstream.candidates(state, n, list(exclude), deadline)
         except DEGRADABLE as error:
             log.warning("candidates degraded to popularity", extra={"error": str(error)})
             degraded.append(Stage.CANDIDATES)
             popular = self.fallback.top(n, sorted(never))
-            candidates = pack_candidates([i for i, _ in popular], np.array([s for _, s in popular]), "popularity")
+            # float32: the scores' precision on the wire, so a degraded answer scores as a packed one would.
+            scores = np.array([s for _, s in popular], np.float32)
+            candidates = CandidateList([i for i, _ in popular], scores, "popularity")
         ranked: list[Scored] = []
         if candidates.item_ids:
             # Items the candidate stage could not exclude by index (registered online, so unknown to the
@@ -137,34 +164,27 @@ class GatewayCore:
             slipped = sum(1 for item_id in candidates.item_ids if item_id in never)
             try:
                 with metrics.StageTimer(Stage.RANKING.value):
-                    ranked = await self.downstream.rank(context, candidates, min(k + slipped, MAX_K), deadline)
+                    ranked = await self.downstream.rank(state, candidates, min(k + slipped, MAX_K), deadline)
             except DEGRADABLE as error:
                 log.warning("ranking degraded to candidate order", extra={"error": str(error)})
                 degraded.append(Stage.RANKING)
-                scores = packed_scores(candidates)
                 ranked = [
-                    Scored(i, float(s), candidates.source) for i, s in zip(candidates.item_ids, scores, strict=True)
+                    Scored(i, float(s), candidates.source)
+                    for i, s in zip(candidates.item_ids, candidates.scores, strict=True)
                 ]
         # A last guard: whatever a stage returned, nothing seen or excluded leaves the gateway.
         items = [item for item in ranked if item.item_id not in never][:k]
         for stage in degraded:
             metrics.degraded(stage.value)
-        return Recommendation(items, self.model_version, not context.known_user, degraded)
+        return Recommendation(items, self.model_version, not state.known_user, degraded)
 
-    async def _generate_history(
-        self, context: common_pb2.UserContext, user_id: str, attributes: Mapping[str, str], deadline: Deadline
-    ) -> None:
+    async def _generate_history(self, state: UserState, attributes: Mapping[str, str], deadline: Deadline) -> UserState:
         """A cold user's history, generated from their attributes, becomes the models' input (flagged, so it is
         never excluded as seen). An artefact trained without generators leaves the user to popularity."""
         try:
-            history, version = await self.downstream.cold_history(user_id, attributes, deadline)
+            return await self.downstream.with_generated_history(state, attributes, deadline)
         except FailedPrecondition:
-            return
-        del context.history[:]
-        context.history.extend(history)
-        context.ClearField("sequence")
-        context.artifact_version = version
-        context.generated_history = True
+            return state
 
     async def record_events(self, events: Sequence[EventInput], deadline: Deadline) -> tuple[int, int]:
         validate_events(events, self.max_events)
