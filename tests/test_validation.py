@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from recsys.v1 import candidates_pb2, common_pb2
+from recsys.v1 import candidates_pb2, common_pb2, synthetic_pb2
+from services.common.encoding import SYNTHETIC_KIND_BY_ENUM, decode_synthetic_kind, validate_synthetic_request
 from services.common.errors import InvalidArgument, Violations
 from services.common.settings import EnvReader, ServerSettings, SettingsError
 from services.common.validation import (
     MAX_K,
+    SYNTHETIC_KINDS,
     EventInput,
     check_attributes,
     check_id,
@@ -183,19 +185,38 @@ def test_the_allowed_clock_skew_is_a_setting() -> None:
 
 
 def test_an_unknown_kind_is_named() -> None:
+    Request = synthetic_pb2.GenerateSyntheticRequest
     for kind in (0, 4, 7, -1):
         with pytest.raises(InvalidArgument) as refused:
-            validate_synthetic(kind, 10, 0, {})
+            validate_synthetic_request(Request(kind=kind, count=10), {})  # type: ignore[arg-type]
         assert violation_fields(refused) == ["kind"]
         assert "KIND_USERS" in str(refused.value)
-    validate_synthetic(3, 10, 0, {})
+        violations = Violations()
+        assert decode_synthetic_kind(violations, kind) is None
+        assert [(v.field, v.description) for v in violations.items] == [
+            ("kind", f"must be one of KIND_USERS, KIND_ITEMS, KIND_INTERACTIONS, got {kind}")
+        ]
+    assert validate_synthetic_request(Request(kind=Request.KIND_INTERACTIONS, count=10), {}) == "interactions"
+    with pytest.raises(InvalidArgument) as refused:  # an unknown kind is reported with the other bad fields
+        validate_synthetic_request(Request(kind=7, count=0), {})  # type: ignore[arg-type]
+    assert violation_fields(refused) == ["kind", "count"]
+
+
+def test_the_wire_kinds_are_the_domain_kinds() -> None:
+    assert tuple(SYNTHETIC_KIND_BY_ENUM.values()) == SYNTHETIC_KINDS
+    for kind in SYNTHETIC_KINDS:
+        validate_synthetic(kind, 10, 0, {})
+    with pytest.raises(InvalidArgument) as refused:
+        validate_synthetic("films", 10, 0, {})
+    assert violation_fields(refused) == ["kind"]
+    assert "users, items, interactions" in str(refused.value)
 
 
 def test_conditions_have_a_total_byte_budget() -> None:
-    validate_synthetic(1, 10, 0, {f"c{i:02d}": "v" * 61 for i in range(64)})  # 64 x 64 bytes: 4096
+    validate_synthetic("users", 10, 0, {f"c{i:02d}": "v" * 61 for i in range(64)})  # 64 x 64 bytes: 4096
     with pytest.raises(InvalidArgument) as refused:
-        validate_synthetic(1, 10, 0, {f"c{i:02d}": "v" * 62 for i in range(64)})
+        validate_synthetic("users", 10, 0, {f"c{i:02d}": "v" * 62 for i in range(64)})
     assert violation_fields(refused) == ["conditions"]
     with pytest.raises(InvalidArgument) as refused:
-        validate_synthetic(1, 10, 0, {"genre": "drama\x1b[2J"})
+        validate_synthetic("users", 10, 0, {"genre": "drama\x1b[2J"})
     assert violation_fields(refused) == ["conditions['genre']"]

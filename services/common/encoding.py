@@ -1,13 +1,16 @@
-"""Item indices that travel between the stages, trusted only when the same artefact version encoded them."""
+"""Proto ↔ domain translation shared by the servicers: item indices that travel between the stages (trusted only
+when the same artefact version encoded them) and GenerateSynthetic's kind."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from recsys.v1 import common_pb2
+from recsys.v1 import common_pb2, synthetic_pb2
 from recsys_runtime.workflow import Workflow
+from services.common.errors import Violations
+from services.common.validation import validate_synthetic
 
 # The byte layout of PackedCandidates' arrays.
 WIRE_INDEX = np.dtype("<i4")
@@ -66,3 +69,32 @@ def _trusted(packed: bytes, count: int, workflow: Workflow) -> np.ndarray | None
     if len(indices) and (indices.min() < 0 or indices.max() >= workflow.items.size):
         return None
     return indices
+
+
+_Kind = synthetic_pb2.GenerateSyntheticRequest
+# The wire's kinds and the domain's (validation.SYNTHETIC_KINDS); KIND_UNSPECIFIED, the unset field, names none.
+SYNTHETIC_KIND_BY_ENUM: dict[int, str] = {
+    _Kind.KIND_USERS: "users",
+    _Kind.KIND_ITEMS: "items",
+    _Kind.KIND_INTERACTIONS: "interactions",
+}
+
+
+def decode_synthetic_kind(violations: Violations, kind: int) -> str | None:
+    """The domain kind a GenerateSyntheticRequest.Kind names; None for the unset value or one the proto does not
+    define, refused on "kind" in `violations` with the accepted enum names and the value received."""
+    decoded = SYNTHETIC_KIND_BY_ENUM.get(kind)
+    if decoded is None:
+        accepted = ", ".join(_Kind.Kind.Name(k) for k in SYNTHETIC_KIND_BY_ENUM)
+        violations.add("kind", f"must be one of {accepted}, got {kind}")
+    return decoded
+
+
+def validate_synthetic_request(request: synthetic_pb2.GenerateSyntheticRequest, conditions: Mapping[str, str]) -> str:
+    """Checks the whole request (validate_synthetic), raising INVALID_ARGUMENT naming every bad field; returns its
+    domain kind. `conditions` are the request's, as the caller goes on to use them."""
+    violations = Violations()
+    kind = decode_synthetic_kind(violations, request.kind)
+    validate_synthetic(kind, request.count, request.chunk_size, conditions, violations)
+    assert kind is not None  # an undecoded kind was refused just above
+    return kind

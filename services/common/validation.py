@@ -14,7 +14,6 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from recsys.v1 import synthetic_pb2
 from services.common.errors import ResourceExhausted, Violations
 from services.common.settings import EnvReader
 
@@ -165,8 +164,8 @@ def validate_items(items: Sequence[tuple[str, Mapping[str, str]]]) -> None:
     violations.raise_if_any()
 
 
-_Kind = synthetic_pb2.GenerateSyntheticRequest
-SYNTHETIC_KINDS = {_Kind.KIND_USERS: "users", _Kind.KIND_ITEMS: "items", _Kind.KIND_INTERACTIONS: "interactions"}
+# What GenerateSynthetic makes, as the synthetic core names it (services/common/encoding maps the wire's enum).
+SYNTHETIC_KINDS = ("users", "items", "interactions")
 MAX_SYNTHETIC_ROWS = 10_000_000
 MAX_CHUNK_ROWS = 10_000
 # Conditions are copied into every generated row, so their total (keys and values, UTF-8) is kept small; the
@@ -174,11 +173,19 @@ MAX_CHUNK_ROWS = 10_000
 MAX_CONDITIONS_BYTES = 4096
 
 
-def validate_synthetic(kind: int, count: int, chunk_size: int, conditions: Mapping[str, str]) -> None:
-    """A GenerateSynthetic request, checked alike by the gateway and by the synthetic service."""
-    violations = Violations()
-    kinds = ", ".join(_Kind.Kind.Name(k) for k in SYNTHETIC_KINDS)
-    violations.check(kind in SYNTHETIC_KINDS, "kind", f"must be one of {kinds}, got {kind}")
+def validate_synthetic(
+    kind: str | None,
+    count: int,
+    chunk_size: int,
+    conditions: Mapping[str, str],
+    violations: Violations | None = None,
+) -> None:
+    """A GenerateSynthetic request in domain terms, checked alike by the gateway and by the synthetic service.
+    A caller decoding the request adds to `violations` what it refused there (a kind that names none of
+    SYNTHETIC_KINDS, passed as None, is refused in the wire's terms), so that one reply names every bad field."""
+    violations = Violations() if violations is None else violations
+    if kind not in SYNTHETIC_KINDS and not any(v.field == "kind" for v in violations.items):
+        violations.add("kind", f"must be one of {', '.join(SYNTHETIC_KINDS)}, got {kind!r}")
     violations.check(1 <= count <= MAX_SYNTHETIC_ROWS, "count", f"must be in 1..{MAX_SYNTHETIC_ROWS}, got {count}")
     violations.check(
         0 <= chunk_size <= MAX_CHUNK_ROWS, "chunk_size", f"must be in 0..{MAX_CHUNK_ROWS}, got {chunk_size}"

@@ -8,9 +8,10 @@ import grpc
 
 from recsys.v1 import gateway_pb2, gateway_pb2_grpc, synthetic_pb2
 from services.common.clients import Deadline
+from services.common.encoding import validate_synthetic_request
 from services.common.server import Registration
 from services.common.service import CoreSlot
-from services.common.validation import EventInput, validate_items, validate_synthetic
+from services.common.validation import EventInput, validate_items
 from services.gateway.adapters import Downstream
 from services.gateway.core import GatewayCore, Stage
 
@@ -66,7 +67,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer, CoreSlot[GatewayCore]):
     async def GenerateSynthetic(
         self, request: synthetic_pb2.GenerateSyntheticRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[synthetic_pb2.GenerateSyntheticResponse]:
-        validate_synthetic(request.kind, request.count, request.chunk_size, dict(request.conditions))
+        validate_synthetic_request(request, dict(request.conditions))
         async for chunk in self.downstream.generate(request, Deadline.of_caller(context)):
             yield chunk
 

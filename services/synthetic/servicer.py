@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import grpc
 
 from recsys.v1 import common_pb2, synthetic_pb2, synthetic_pb2_grpc
+from services.common.encoding import validate_synthetic_request
 from services.common.server import Registration
 from services.common.service import CoreSlot
 from services.common.settings import DEFAULT_MAX_MESSAGE_BYTES, EnvReader, ServerSettings
-from services.common.validation import SYNTHETIC_KINDS, validate_synthetic
 from services.synthetic.core import Chunk, SyntheticCore, SyntheticQuery
 
 DEFAULT_MAX_STREAM_S = 600.0
@@ -52,13 +52,10 @@ class SyntheticServicer(synthetic_pb2_grpc.SyntheticServiceServicer, CoreSlot[Sy
     async def GenerateSynthetic(
         self, request: synthetic_pb2.GenerateSyntheticRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[synthetic_pb2.GenerateSyntheticResponse]:
-        # Callable directly, not only through the gateway: the request is checked here as well. The check stays
-        # on this side since it reads the request's kind as the proto's enum.
+        # Callable directly, not only through the gateway: the request is checked here as well.
         conditions = dict(request.conditions)
-        validate_synthetic(request.kind, request.count, request.chunk_size, conditions)
-        query = SyntheticQuery(
-            SYNTHETIC_KINDS[request.kind], request.count, request.seed, conditions, request.chunk_size
-        )
+        kind = validate_synthetic_request(request, conditions)
+        query = SyntheticQuery(kind, request.count, request.seed, conditions, request.chunk_size)
         chunks = self.ready_core.stream(query, _encoded_size, self.limits.max_message_bytes, self.limits.max_stream_s)
         async with aclosing(chunks):
             async for chunk in chunks:
