@@ -25,7 +25,7 @@ Chunk = tuple[list[tuple[str, dict[str, str]]], list[tuple[str, dict[str, str]]]
 
 @dataclass(frozen=True)
 class SyntheticQuery:
-    """One GenerateSynthetic request, decoded and checked (services.common.validation.validate_synthetic)."""
+    """One GenerateSynthetic request, decoded and checked (services.common.encoding.validate_synthetic_request)."""
 
     kind: str  # "users", "items" or "interactions"
     count: int
