@@ -47,7 +47,7 @@ def main() -> None:
         raise SystemExit("the artefact's candidate model has no item vectors")
     scorer = model.scorer
     items = pd.read_parquet(version / CATALOG_DIR / "items.parquet")
-    conditions = workflow.item_attributes.dense_table(items, workflow.items.ids)
+    conditions = workflow.item_attributes.sparse_table(items, workflow.items.ids).toarray()  # ml-100k: small
     targets = item_vectors(scorer)
 
     rng = np.random.default_rng(0)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 KINDS = ("categorical", "numeric", "multi", "text")
 SCALINGS = ("zscore", "robust")
@@ -214,33 +215,55 @@ class AttributeEncoder:
         records = frame[columns].fillna("").astype(str).to_dict("records")
         return self.encode_rows([{str(k): str(v) for k, v in row.items()} for row in records])
 
-    def dense(self, encoded: EncodedAttributes) -> np.ndarray:
-        """One dense float row per encoded row, as model input: categorical one-hot (without the missing
-        bucket), numeric, multi-hot and a bag of text tokens (without padding)."""
-        n = len(encoded.categorical)
-        blocks: list[np.ndarray] = []
-        for position, column in enumerate(self._of("categorical")):
-            one_hot = np.zeros((n, len(column.vocabulary) + 1), np.float32)
-            one_hot[np.arange(n), encoded.categorical[:, position]] = 1.0
-            blocks.append(one_hot[:, 1:])  # index 0 (missing/unknown) carries no content
-        blocks += [encoded.numeric.astype(np.float32), encoded.multi_hot.astype(np.float32)]
+    def sparse(self, encoded: EncodedAttributes) -> sp.csr_matrix:
+        """One float32 row per encoded row, as model input: categorical one-hot (without the missing bucket),
+        numeric, multi-hot and a bag of text tokens (without padding). Sparse because a text column's bag is
+        as wide as its vocabulary: 100k items x 5k tokens would be 2 GB dense."""
+        rows: list[np.ndarray] = []
+        columns: list[np.ndarray] = []
+        values: list[np.ndarray] = []
         offset = 0
-        for column in self._of("text"):
-            tokens = encoded.tokens[:, offset : offset + column.max_tokens]
-            offset += column.max_tokens
-            bag = np.zeros((n, len(column.vocabulary) + 2), np.float32)
-            np.add.at(bag, (np.repeat(np.arange(n), tokens.shape[1]), tokens.ravel()), 1.0)
-            blocks.append(bag[:, TEXT_PAD + 1 :])
-        return np.hstack(blocks) if blocks else np.zeros((n, 0), np.float32)
 
-    def dense_table(self, table: pd.DataFrame | None, ids: pd.Index) -> np.ndarray:
-        """dense() for every id of a vocabulary, row i for index i; row 0 (the OOV bucket) is zeros, as is
+        def add(row: np.ndarray, column: np.ndarray, value: np.ndarray | None = None) -> None:
+            rows.append(row)
+            columns.append(offset + column)
+            values.append(np.ones(len(row), np.float32) if value is None else value.astype(np.float32))
+
+        for position, encoder in enumerate(self._of("categorical")):
+            codes = encoded.categorical[:, position]
+            present = np.flatnonzero(codes > 0)  # index 0 (missing/unknown) carries no content
+            add(present, codes[present] - 1)
+            offset += len(encoder.vocabulary)
+        row, column = np.nonzero(encoded.numeric)
+        add(row, column, encoded.numeric[row, column])
+        offset += encoded.numeric.shape[1]
+        row, column = np.nonzero(encoded.multi_hot)
+        add(row, column)
+        offset += encoded.multi_hot.shape[1]
+        start = 0
+        for encoder in self._of("text"):
+            tokens = encoded.tokens[:, start : start + encoder.max_tokens]
+            start += encoder.max_tokens
+            row, slot = np.nonzero(tokens != TEXT_PAD)
+            add(row, tokens[row, slot] - 1)
+            offset += len(encoder.vocabulary) + 1
+        # A token repeated in one value counts twice (a bag, not a set): the conversion to CSR sums duplicates.
+        cells = (np.concatenate([np.zeros(0, np.int64), *rows]), np.concatenate([np.zeros(0, np.int64), *columns]))
+        data = np.concatenate([np.zeros(0, np.float32), *values])
+        return sp.coo_matrix((data, cells), shape=(len(encoded.categorical), offset)).tocsr()
+
+    def dense(self, encoded: EncodedAttributes) -> np.ndarray:
+        """sparse(), dense: for a few rows at a time (online requests)."""
+        return self.sparse(encoded).toarray()
+
+    def sparse_table(self, table: pd.DataFrame | None, ids: pd.Index) -> sp.csr_matrix:
+        """sparse() for every id of a vocabulary, row i for index i; row 0 (the OOV bucket) is empty, as is
         every id the table does not describe."""
         frame = pd.DataFrame({self.key: ids.astype(str)})
         if table is not None:
             frame = frame.merge(table.astype(str), on=self.key, how="left").fillna("")
-        features = self.dense(self.encode_frame(frame))
-        return np.vstack([np.zeros((1, features.shape[1]), np.float32), features])
+        features = self.sparse(self.encode_frame(frame))
+        return sp.vstack([sp.csr_matrix((1, features.shape[1]), dtype=np.float32), features], format="csr")
 
     def describe(self) -> dict[str, str]:
         return {c.name: c.kind for c in self.columns}

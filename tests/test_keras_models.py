@@ -15,7 +15,8 @@ import pytest
 import scipy.sparse as sp
 
 from trainer.config import load_config
-from trainer.models.autoencoder import BestEpoch, InteractionBatches, MultAutoencoder, build_model
+from trainer.models.autoencoder import BestEpoch, MultAutoencoder, build_model
+from trainer.models.batches import SparseRowBatches
 from trainer.models.gan import ConditionalGenerator, ConditionalWGAN, ProjectionCritic
 from trainer.models.item_autoencoder import ItemAttributeAutoencoder
 from trainer.models.sequential import SampledSoftmaxTrainer, build_gru4rec, gru_chunks, item_unigrams
@@ -71,8 +72,8 @@ BAD_ARGUMENTS: list[tuple[Callable[[], Any], str]] = [
     (lambda: MultAutoencoder(**vae_arguments(beta_max=-1.0)), "beta_max"),
     (lambda: MultAutoencoder(**vae_arguments(anneal_steps=0)), "anneal_steps"),
     (lambda: MultAutoencoder(**vae_arguments(l2=-0.1)), "l2"),
-    (lambda: InteractionBatches(sp.csr_matrix((4, 3)), 0, seed=0), "batch_size"),
-    (lambda: InteractionBatches(sp.csr_matrix((0, 3)), 8, seed=0), "matrix"),
+    (lambda: SparseRowBatches(sp.csr_matrix((4, 3)), 0, seed=0), "batch_size"),
+    (lambda: SparseRowBatches(sp.csr_matrix((0, 3)), 8, seed=0), "matrix"),
     (lambda: BestEpoch(None, 0, {}), "patience"),
     (lambda: BatchProgress(SILENT, "batches", 0, 5), "epochs"),
     (lambda: BatchProgress(SILENT, "batches", 2, 0), "steps_per_epoch"),

@@ -350,6 +350,35 @@ def test_encode_rows_blocks_dtypes_and_values() -> None:
     assert encoded.tokens[0].tolist()[-1] == TEXT_PAD
 
 
+def test_model_input_rows_one_hot_numeric_multi_hot_and_token_bags() -> None:
+    frame = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "colour": ["red", "blue", ""],
+            "price": ["1", "3", ""],
+            "genres": ["drama", "drama|noir", ""],
+            "title": ["big big sleep", "sleep", ""],
+        }
+    )
+    kinds = {"colour": "categorical", "price": "numeric", "genres": "multi", "title": "text"}
+    encoder = AttributeEncoder.fit(frame, "item_id", kinds, options())
+    rows = [{"colour": "red", "price": "3", "genres": "noir|western", "title": "Big big BIG unknown"}, {}]
+    sparse = encoder.sparse(encoder.encode_rows(rows))
+    price = next(c for c in encoder.columns if c.name == "price").encode("3")[0]
+    # colour one-hot [blue, red]; price; genres multi-hot [unseen, drama, noir]; title bag [oov, big, sleep].
+    expected = np.array([[0, 1, price, 1, 0, 1, 1, 3, 0], [0, 0, 0, 0, 0, 0, 0, 0, 0]], np.float32)
+    assert sparse.dtype == np.float32
+    np.testing.assert_array_equal(sparse.toarray(), expected)
+    np.testing.assert_array_equal(encoder.dense(encoder.encode_rows(rows)), expected)
+    # A whole table: row i for index i, row 0 (the OOV bucket) and ids without attributes empty.
+    table = encoder.sparse_table(frame, pd.Index(["b", "zz", "a"]))
+    first = encoder.sparse(
+        encoder.encode_rows([{"colour": "blue", "price": "3", "genres": "drama|noir", "title": "sleep"}])
+    )
+    assert table.shape == (4, 9) and table[0].nnz == 0 and table[2].nnz == 0
+    np.testing.assert_array_equal(table[1].toarray(), first.toarray())
+
+
 def test_json_round_trip_gives_identical_encodings() -> None:
     frame = item_frame()
     encoder = AttributeEncoder.fit(frame, "item_id", {"zip": "numeric"}, options(numeric_scaling="robust"))

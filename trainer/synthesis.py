@@ -55,7 +55,7 @@ def fit_synthesis(
     user_rows = user_rows[user_rows > 0]
     # Sparse: users x items dense would not fit at catalogue scale; the GAN densifies one batch at a time.
     interactions = _interaction_matrix(encoded, n_users, n_items)
-    conditions = workflow.user_attributes.dense_table(users, workflow.users.ids)
+    conditions = workflow.user_attributes.sparse_table(users, workflow.users.ids)
     generator, user_curves = train_conditional_wgan(
         conditions[user_rows],
         interactions[user_rows],
@@ -69,7 +69,7 @@ def fit_synthesis(
 
     item_generator = None
     if item_targets is not None and items is not None and workflow.item_attributes.columns:
-        item_conditions = workflow.item_attributes.dense_table(items, workflow.items.ids)
+        item_conditions = workflow.item_attributes.sparse_table(items, workflow.items.ids)
         counts = np.bincount(interactions.indices, minlength=n_items)  # users per item
         warm = np.flatnonzero(counts > 0)
         warm = warm[warm > 0]

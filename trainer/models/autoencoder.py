@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from recsys_runtime.models.autoencoder import AutoencoderScorer
 from trainer import distributed
+from trainer.models.batches import SparseRowBatches
 from trainer.models.checks import require
 from trainer.progress import SILENT, TrainingProgress, keras_batches, step_plan
 
@@ -178,29 +179,6 @@ def scorer_from_model(model: MultAutoencoder, meta: dict[str, Any]) -> Autoencod
     )
 
 
-class InteractionBatches(keras.utils.PyDataset):
-    """Dense, shuffled batches of rows of a sparse user x item matrix (never the whole matrix dense); the rows
-    are reshuffled after every epoch."""
-
-    def __init__(self, matrix: sp.csr_matrix, batch_size: int, seed: int) -> None:
-        super().__init__()
-        require(matrix.shape[0] >= 1, f"matrix must have at least one row, got shape {matrix.shape}")
-        require(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
-        self.matrix, self.batch_size = matrix, int(batch_size)
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(matrix.shape[0])
-
-    def __len__(self) -> int:
-        return math.ceil(self.matrix.shape[0] / self.batch_size)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        return self.matrix[rows].toarray().astype(np.float32)
-
-    def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(self.matrix.shape[0])
-
-
 class BestEpoch(keras.callbacks.Callback):
     """Per epoch: keeps the losses and a validation score of the model's scorer (higher is better), holds the
     weights of the best epoch so far, and stops training after `patience` epochs without a better score. With
@@ -264,7 +242,7 @@ def train_autoencoder(
         if distributed.replicas() > 1:
             # Built here, in the scope: Keras cannot build a subclassed model from a one-tensor distributed batch.
             model(np.zeros((1, matrix.shape[1]), np.float32))
-    batches = InteractionBatches(matrix, config["batch_size"], seed)
+    batches = SparseRowBatches(matrix, config["batch_size"], seed)
     epochs, steps = step_plan(config["epochs"], len(batches), int(config.get("max_steps", 0)))
     meta = {"variant": config["variant"], "hidden": config["hidden"], "latent": config["latent"]}
     best = BestEpoch(validate, config["patience"], meta)

@@ -235,21 +235,25 @@ class ConditionalWGAN(keras.Model):
         }
 
 
-def _sparse_rows(matrix: sp.csr_matrix, output_size: int) -> Any:
-    """A function from row indices to those rows of a CSR matrix, dense: the graph holds only the non-zeros, and
-    a batch is densified on its own (batch x output_size), never the whole table."""
-    matrix = sp.csr_matrix(matrix, copy=True)
+def _row_lookup(matrix: np.ndarray | sp.spmatrix) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A function from row indices to those rows, dense float32. A sparse matrix stays sparse in the graph
+    (only its non-zeros) and each batch is densified on its own (batch x width), never the whole table."""
+    width = int(matrix.shape[1])
+    if not sp.issparse(matrix):
+        table = tf.constant(np.asarray(matrix, np.float32))
+        return lambda rows: tf.gather(table, rows)
+    matrix = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
     matrix.sum_duplicates()  # one entry per cell, so the segment sum below puts each value in place
     row_splits = tf.constant(matrix.indptr.astype(np.int64))
     columns = tf.RaggedTensor.from_row_splits(tf.constant(matrix.indices.astype(np.int64)), row_splits)
-    values = tf.RaggedTensor.from_row_splits(tf.constant(matrix.data.astype(np.float32)), row_splits)
+    values = tf.RaggedTensor.from_row_splits(tf.constant(matrix.data), row_splits)
 
     def rows_of(rows: tf.Tensor) -> tf.Tensor:
         picked_columns, picked_values = tf.gather(columns, rows), tf.gather(values, rows)
-        cells = picked_columns.value_rowids() * output_size + picked_columns.flat_values  # row-major positions
+        cells = picked_columns.value_rowids() * width + picked_columns.flat_values  # row-major positions
         count = tf.size(rows, out_type=tf.int64)
-        flat = tf.math.unsorted_segment_sum(picked_values.flat_values, cells, count * output_size)
-        return tf.reshape(flat, [rows.shape[0] if rows.shape[0] is not None else -1, output_size])
+        flat = tf.math.unsorted_segment_sum(picked_values.flat_values, cells, count * width)
+        return tf.reshape(flat, [rows.shape[0] if rows.shape[0] is not None else -1, width])
 
     return rows_of
 
@@ -264,8 +268,8 @@ def planned_steps(config: dict[str, Any], output_size: int) -> int:
 
 
 def train_conditional_wgan(
-    conditions: np.ndarray,
-    targets: np.ndarray | sp.csr_matrix,
+    conditions: np.ndarray | sp.spmatrix,
+    targets: np.ndarray | sp.spmatrix,
     config: dict[str, Any],
     seed: int,
     output: str,
@@ -275,8 +279,9 @@ def train_conditional_wgan(
     task: str = "generator updates",
 ) -> tuple[Generator, GanCurves]:
     """WGAN-GP on (condition, target) rows: critic_steps critic updates per generator update. Batches draw
-    rows uniformly, or in proportion to row_weights. targets: dense rows, or a CSR matrix (wide, sparse rows,
-    such as users' interactions with the catalogue) of which only each batch's rows are made dense.
+    rows uniformly, or in proportion to row_weights. conditions and targets: dense rows, or sparse matrices
+    (wide, sparse rows, such as users' interactions with the catalogue or items' bags of title tokens) of
+    which only each batch's rows are made dense.
 
     Under a multi-worker strategy each round runs on every worker (strategy.run) and the optimizers all-reduce
     the gradients: each worker samples its share of the batch from its own slice of the rows, so the workers'
@@ -306,15 +311,8 @@ def train_conditional_wgan(
     local_targets = targets[mine]
     local_n = local_targets.shape[0]
     local_batch = min(max(1, math.ceil(batch_size / replicas)), local_n)
-    if sp.issparse(local_targets):
-        target_rows = _sparse_rows(local_targets, output_size)
-    else:
-        x_all = tf.constant(local_targets.astype(np.float32))
-
-        def target_rows(rows: tf.Tensor) -> tf.Tensor:
-            return tf.gather(x_all, rows)
-
-    c_all = tf.constant(conditions[mine].astype(np.float32))
+    target_rows = _row_lookup(local_targets)
+    condition_rows = _row_lookup(conditions[mine])
 
     log_weights = None
     if row_weights is not None:
@@ -325,7 +323,7 @@ def train_conditional_wgan(
             rows = tf.random.shuffle(tf.range(local_n))[:local_batch]
         else:
             rows = tf.random.categorical(log_weights, local_batch)[0]
-        return target_rows(rows), tf.gather(c_all, rows)
+        return target_rows(rows), condition_rows(rows)
 
     def replica_round() -> tf.Tensor:
         return gan.train_round(batch)

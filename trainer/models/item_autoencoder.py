@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from recsys_runtime.attributes import AttributeEncoder
 from recsys_runtime.models.neighbours import TopNeighbours
 from trainer import distributed
+from trainer.models.batches import SparseRowBatches
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise in a CLI; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,11 +26,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # after the log level, which TensorFlow reads when it loads
 
 CODES_FILE = "item_codes.npy"
+# Items encoded per dense block after training.
+PREDICT_ROWS = 4096
 
 
-def item_features(encoder: AttributeEncoder, items: pd.DataFrame | None, item_ids: pd.Index) -> np.ndarray:
-    """One dense row per item index (row 0, the OOV bucket, is zeros), from the fitted workflow's encoders."""
-    return encoder.dense_table(items, item_ids)
+def item_features(encoder: AttributeEncoder, items: pd.DataFrame | None, item_ids: pd.Index) -> sp.csr_matrix:
+    """One sparse row per item index (row 0, the OOV bucket, is empty), from the fitted workflow's encoders."""
+    return encoder.sparse_table(items, item_ids)
 
 
 @keras.saving.register_keras_serializable(package="recsys")
@@ -56,15 +60,20 @@ class ItemAttributeAutoencoder(keras.Model):
         return {"name": self.name, "features": self.features, "hidden": self.hidden, "code": self.code}
 
 
-def train_item_codes(features: np.ndarray, config: dict[str, Any], seed: int) -> tuple[np.ndarray, list[float]]:
-    """Fit the autoencoder (features -> hidden -> code -> hidden -> features, MSE); return every item's code
-    and the loss per epoch."""
+def train_item_codes(features: sp.spmatrix, config: dict[str, Any], seed: int) -> tuple[np.ndarray, list[float]]:
+    """Fit the autoencoder (features -> hidden -> code -> hidden -> features, MSE) on batches made dense one
+    at a time; return every item's code and the loss per epoch."""
     keras.utils.set_random_seed(seed)
     with distributed.scope():
         model = ItemAttributeAutoencoder(features.shape[1], config["hidden"], config["code"])
         model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]), loss="mse")
-    history = model.fit(features, features, epochs=config["epochs"], batch_size=config["batch_size"], verbose=0)
-    codes = np.asarray(model.encoder().predict(features, batch_size=4096, verbose=0), dtype=np.float32)
+    batches = SparseRowBatches(features, config["batch_size"], seed, reconstruct=True)
+    history = model.fit(batches, epochs=config["epochs"], verbose=0)
+    encoder = model.encoder()
+    blocks = range(0, features.shape[0], PREDICT_ROWS)
+    codes = np.concatenate(
+        [encoder.predict(features[start : start + PREDICT_ROWS].toarray(), verbose=0) for start in blocks]
+    ).astype(np.float32)
     codes[0] = 0.0
     return codes, [float(v) for v in history.history["loss"]]
 
