@@ -11,7 +11,7 @@ which gives its wall time and peak RSS:
   data      recsys demo-data (demo sizes)
   split     recbench.py split: the leave-last-out split every number below is measured on
   train     recsys train on the split's train.csv (default configuration); the stage times are the
-            training report's (timings_s)
+            training report's (timings_s, and peak_rss_gib per stage)
   evaluate  recsys evaluate: HR@10 / NDCG@10 of the ranked list beside popularity and EASE (EASE is skipped
             past --ease-max-items items: an items x items inverse)
 Then the slope of log(train wall) over log(interactions) between consecutive sizes (1.0: linear).
@@ -129,6 +129,7 @@ def prepare(size: Size, work: Path) -> dict[str, Any]:
     report = manifest["report"]
     result["data"] = report["data"]
     result["stage_s"] = report["timings_s"]
+    result["stage_peak_rss_gib"] = report.get("peak_rss_gib", {})
     result["training"] = report.get("training", {})
     evaluate = [*RECSYS, "evaluate", "--split", str(split), "--artifacts", str(artifacts)]
     if report["data"]["items"] > ARGS.ease_max_items:
@@ -203,7 +204,7 @@ def serve_and_load(prepared: list[dict[str, Any]], seconds: int, rounds: int, co
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| data | users | items | interactions | train wall s | train peak GiB | stages s | HR@10 | NDCG@10 |"
+        "| data | users | items | interactions | train wall s | train peak GiB | stages s (peak) | HR@10 | NDCG@10 |"
         " popularity NDCG@10 | EASE NDCG@10 |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -211,7 +212,10 @@ def table(results: list[dict[str, Any]]) -> str:
         quality = r["quality"]
         ranked = quality.get("ranked", {})
         ease = quality.get("ease", {}).get("NDCG@10")
-        stages = ", ".join(f"{k} {v:.0f}" for k, v in r["stage_s"].items())
+        peaks = r.get("stage_peak_rss_gib", {})
+        stages = ", ".join(
+            f"{k} {v:.0f}" + (f" ({peaks[k]:.1f} GiB)" if k in peaks else "") for k, v in r["stage_s"].items()
+        )
         lines.append(
             f"| {r['size']} | {r['data']['users']} | {r['data']['items']} | {r['data']['interactions']} |"
             f" {r['steps']['train']['wall_s']} | {r['steps']['train']['peak_rss_gib']} | {stages} |"
@@ -242,7 +246,11 @@ def main() -> None:
     for size in sizes:
         print(f"== {size.name}", file=sys.stderr, flush=True)
         results.append(prepare(size, ARGS.work))
-        print(json.dumps({k: results[-1][k] for k in ("size", "steps", "stage_s")}), file=sys.stderr, flush=True)
+        print(
+            json.dumps({k: results[-1][k] for k in ("size", "steps", "stage_s", "stage_peak_rss_gib")}),
+            file=sys.stderr,
+            flush=True,
+        )
     output: dict[str, Any] = {"sizes": results, "slopes": slopes(results)}
     served = [r for r in results if r["size"] in ARGS.serve]
     if served:

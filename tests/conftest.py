@@ -25,6 +25,7 @@ UNIT = {
     "test_protos",
     "test_ranking_core",
     "test_reload",
+    "test_resources",
     "test_runtime_boundary",
     "test_tracing",
     "test_trainer_data",

@@ -48,7 +48,7 @@ from recsys_runtime.synthesis import GAN_DIR, Synthesis
 from recsys_runtime.triton_contract import REPOSITORY_DIR
 from recsys_runtime.triton_links import link_served_version
 from recsys_runtime.workflow import Workflow
-from trainer import distributed
+from trainer import distributed, resources
 from trainer.data import Dataset
 from trainer.models.autoencoder import TrainedAutoencoder, train_autoencoder
 from trainer.models.item_autoencoder import CODES_FILE, cold_neighbours, item_features, train_item_codes
@@ -307,18 +307,23 @@ def _entity_table(frame: pd.DataFrame | None, key: str) -> pd.DataFrame:
 
 
 class StageTimes:
-    """Wall time of each named stage, announced to the progress display as it starts."""
+    """Wall time and peak RSS of each named stage, announced to the progress display as it starts."""
 
     def __init__(self, progress: TrainingProgress) -> None:
         self.progress = progress
         self.seconds: dict[str, float] = {}
+        self.peak_rss_gib: dict[str, float] = {}
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         self.progress.stage(name)
+        measured = resources.reset_peak_rss()
         started = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - started, 3)
+        peak = resources.peak_rss_gib() if measured else None
+        if peak is not None:
+            self.peak_rss_gib[name] = round(peak, 2)
 
 
 def fit_workflow(dataset: Dataset, config: dict[str, Any], out_root: Path) -> tuple[Workflow, pd.DataFrame]:
@@ -412,7 +417,7 @@ def training_report(
     validation: ValidationResult,
     cold_items: dict[str, Any],
     synthetic: dict[str, Any] | None,
-    timings: dict[str, float],
+    times: StageTimes,
     workers: int,
 ) -> dict[str, Any]:
     curves = {"validation": validation.curves}
@@ -430,7 +435,8 @@ def training_report(
         "quality": [q.to_dict() for q in dataset.quality],
         "validation": validation.metrics,
         "autoencoder": {"best_epoch": models.autoencoder.best_epoch, "curves": curves} if models.autoencoder else None,
-        "timings_s": timings,
+        "timings_s": times.seconds,
+        "peak_rss_gib": times.peak_rss_gib,
         "workers": workers,
         "item_autoencoder": cold_items or None,
         "models": {"candidates": models.candidates.name, "ranking": "markov blend", "synthetic": synthetic},
@@ -476,7 +482,7 @@ def train(dataset: Dataset, config: dict[str, Any], out_root: Path, progress: Tr
             plot_curves({"validation": validation.curves}, staging / CURVES_PNG)
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True))
         report = training_report(
-            version, dataset, workflow, models, validation, cold_items, synthetic, times.seconds, cluster.workers
+            version, dataset, workflow, models, validation, cold_items, synthetic, times, cluster.workers
         )
         (staging / REPORT_JSON).write_text(json.dumps(report, indent=1, sort_keys=True))
         (staging / REPORT_MD).write_text(render_report(report))
@@ -526,6 +532,8 @@ def render_report(report: dict[str, Any]) -> str:
         )
     if report.get("autoencoder"):
         lines.append(f"- autoencoder best epoch: {report['autoencoder']['best_epoch']} (curves: {CURVES_PNG})")
-    lines += ["", f"## Timings (s), {report.get('workers', 1)} worker(s)", ""]
-    lines += [f"- {name}: {seconds}" for name, seconds in report["timings_s"].items()]
+    lines += ["", f"## Timings (s) and peak memory (GiB), {report.get('workers', 1)} worker(s)", ""]
+    peaks = report.get("peak_rss_gib", {})
+    for name, seconds in report["timings_s"].items():
+        lines.append(f"- {name}: {seconds}" + (f", peak RSS {peaks[name]}" if name in peaks else ""))
     return "\n".join(lines) + "\n"
