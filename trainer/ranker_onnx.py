@@ -163,7 +163,10 @@ def _markov(g: GraphBuilder, ranker: Ranker, left_padded: str, cands: str) -> st
     decay = (markov.recency_decay ** np.arange(order - 1, -1, -1)).astype(np.float32)
     present = g.op("Cast", g.op("Greater", recent, g.i64(0)), to=TensorProto.FLOAT)
     weights = g.op("Mul", present, g.constant("recency", decay))  # [B, r]
-    neighbours = g.op("Gather", g.constant("markov_indices", markov.transitions.indices.astype(np.int64)), recent)
+    # Stored int32 (half the graph's largest table after the user embeddings at 100k items); the few gathered
+    # rows are widened to the candidates' int64 for the comparison.
+    stored = g.constant("markov_indices", markov.transitions.indices.astype(np.int32))
+    neighbours = g.op("Cast", g.op("Gather", stored, recent), to=TensorProto.INT64)  # [B, r, M]
     values = g.op("Gather", g.constant("markov_values", markov.transitions.values.astype(np.float32)), recent)
     values = g.op("Mul", values, g.op("Unsqueeze", weights, g.i64(2)))  # [B, r, M]
     flat_neighbours = g.op("Reshape", neighbours, g.i64(0, -1))  # [B, rM]
