@@ -65,6 +65,7 @@ SLOW = {
     "test_progress",
     "test_ranker_onnx",
     "test_sequential",
+    "test_sparse_updates",
     "test_synthesis",
     "test_trainer_pipeline",
 }

@@ -130,7 +130,8 @@ def successor_sequences() -> list[np.ndarray]:
     return [np.array([1 + (start - 1 + step) % (N_ITEMS - 1) for step in range(12)], np.int32) for start in starts]
 
 
-def test_sampled_softmax_learns_the_planted_next_item() -> None:
+@pytest.mark.parametrize("sparse_update_min_rows", [0, 1], ids=["adam", "lazy-adam-on-every-table"])
+def test_sampled_softmax_learns_the_planted_next_item(sparse_update_min_rows: int) -> None:
     data = successor_sequences()
     softmax = choose_softmax(N_ITEMS, min_items=N_ITEMS - 1, negatives=8)
     assert softmax.kind == "sampled"
@@ -144,7 +145,8 @@ def test_sampled_softmax_learns_the_planted_next_item() -> None:
         batch_size=16,
         epochs=10,
     )
-    gru, gru_losses = train_gru4rec(data, N_ITEMS, gru_config, seed=0, softmax=softmax)
+    lazy = sparse_update_min_rows
+    gru, gru_losses = train_gru4rec(data, N_ITEMS, gru_config, seed=0, softmax=softmax, sparse_update_min_rows=lazy)
     caser_config = dict(
         load_config()["caser"],
         length=2,
@@ -157,7 +159,9 @@ def test_sampled_softmax_learns_the_planted_next_item() -> None:
         epochs=6,
     )
     users = list(range(1, len(data) + 1))
-    caser, caser_losses = train_caser(data, users, N_ITEMS, len(data) + 1, caser_config, seed=0, softmax=softmax)
+    caser, caser_losses = train_caser(
+        data, users, N_ITEMS, len(data) + 1, caser_config, seed=0, softmax=softmax, sparse_update_min_rows=lazy
+    )
     candidates = np.arange(1, N_ITEMS)
     for model, losses in ((gru, gru_losses), (caser, caser_losses)):
         assert losses[-1] < losses[0] / 3
@@ -168,7 +172,7 @@ def test_sampled_softmax_learns_the_planted_next_item() -> None:
         assert np.mean([best == successor(int(sequence[5])) for best, sequence in zip(top, data, strict=True)]) >= 0.9
 
     # Seeded: the negatives drawn, hence the losses and weights, repeat.
-    again, again_losses = train_gru4rec(data, N_ITEMS, gru_config, seed=0, softmax=softmax)
+    again, again_losses = train_gru4rec(data, N_ITEMS, gru_config, seed=0, softmax=softmax, sparse_update_min_rows=lazy)
     assert again_losses == gru_losses and np.array_equal(again.out_kernel, gru.out_kernel)
 
 
@@ -189,6 +193,7 @@ def test_below_the_threshold_the_full_softmax_trains_as_before() -> None:
         ("sampled_softmax_min_items = -1", "sampled_softmax_min_items must be >= 0"),
         ("sampled_negatives = 0", "sampled_negatives must be >= 1"),
         ("sampled_negatives = 2.5", "must be int"),
+        ("sparse_update_min_rows = -1", "sparse_update_min_rows must be >= 0"),
     ],
 )
 def test_sampled_softmax_keys_are_validated(tmp_path: Path, override: str, problem: str) -> None:

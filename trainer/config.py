@@ -105,6 +105,7 @@ def _check_ranges(config: dict[str, Any]) -> None:
         (config["ranking"]["validation_users"] >= 1, "ranking.validation_users must be >= 1"),
         (config["ranking"]["sampled_softmax_min_items"] >= 0, "ranking.sampled_softmax_min_items must be >= 0"),
         (config["ranking"]["sampled_negatives"] >= 1, "ranking.sampled_negatives must be >= 1"),
+        (config["ranking"]["sparse_update_min_rows"] >= 0, "ranking.sparse_update_min_rows must be >= 0"),
         (config["markov"]["neighbours"] >= 1, "markov.neighbours must be >= 1"),
         (config["markov"]["order"] >= 1, "markov.order must be >= 1"),
         (0 < config["item_knn"]["recency_decay"] <= 1, "item_knn.recency_decay must be in (0, 1]"),

@@ -163,10 +163,17 @@ def train_sequence_models(
     if "gru4rec" in ranking["models"]:
         started = time.perf_counter()
         gru4rec, losses["gru4rec"] = train_gru4rec(
-            sequences, workflow.items.size, config["gru4rec"], config["seed"], softmax, progress
+            sequences,
+            workflow.items.size,
+            config["gru4rec"],
+            config["seed"],
+            softmax,
+            progress,
+            ranking["sparse_update_min_rows"],
         )
         training["gru4rec"] = {
             **softmax.describe(),
+            "sparse_update_min_rows": ranking["sparse_update_min_rows"],
             "epochs": len(losses["gru4rec"]),
             "seconds": round(time.perf_counter() - started, 3),
         }
@@ -181,9 +188,11 @@ def train_sequence_models(
             config["seed"],
             softmax,
             progress,
+            ranking["sparse_update_min_rows"],
         )
         training["caser"] = {
             **softmax.describe(),
+            "sparse_update_min_rows": ranking["sparse_update_min_rows"],
             "epochs": len(losses["caser"]),
             "seconds": round(time.perf_counter() - started, 3),
         }

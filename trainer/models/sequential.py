@@ -18,6 +18,7 @@ import numpy as np
 
 from recsys_runtime.models.sequential import Caser, GRU4Rec
 from trainer import distributed
+from trainer.models.sparse_updates import LazyAdam, RowEmbedding
 from trainer.progress import SILENT, TrainingProgress, keras_batches, step_plan
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise in a CLI; errors still show.
@@ -176,6 +177,14 @@ class SampledSoftmaxTrainer(keras.Model):
         return cls(**{**config, "model": model})
 
 
+def adam(learning_rate: float, sparse_update_min_rows: int = 0) -> Any:
+    """Adam; with sparse_update_min_rows > 0, embedding tables of at least that many rows are updated on the
+    rows each batch looks up only (LazyAdam)."""
+    if sparse_update_min_rows > 0:
+        return LazyAdam(learning_rate, min_rows=sparse_update_min_rows)
+    return keras.optimizers.Adam(learning_rate)
+
+
 def _fit(
     model: Any,
     x: Any,
@@ -186,6 +195,7 @@ def _fit(
     seed: int,
     progress: TrainingProgress,
     task: str,
+    sparse_update_min_rows: int,
 ) -> list[float]:
     """Trains `model` (built, and compiled for the full softmax) with the chosen softmax for `epochs`, or fewer
     batches when config's `max_steps` (0: no cap) is smaller; the loss per epoch."""
@@ -193,7 +203,7 @@ def _fit(
     if softmax.kind == "sampled":
         with distributed.scope():
             trainer = SampledSoftmaxTrainer(model, unigrams, softmax.negatives, seed)
-            trainer.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+            trainer.compile(optimizer=adam(config["learning_rate"], sparse_update_min_rows))
     full_epoch = math.ceil(len(y) / config["batch_size"])
     epochs, steps = step_plan(config["epochs"], full_epoch, int(config.get("max_steps", 0)))
     history = trainer.fit(
@@ -212,16 +222,16 @@ def _fit(
 # ---------------------------------------------------------------- GRU4Rec
 
 
-def build_gru4rec(n_items: int, config: dict[str, Any]) -> Any:
+def build_gru4rec(n_items: int, config: dict[str, Any], sparse_update_min_rows: int = 0) -> Any:
     """Embedding (0 is padding, masked) -> GRU over the sequence -> logits over the catalogue at every step."""
     inputs = keras.Input((config["max_length"],), dtype="int32")
-    embedded = keras.layers.Embedding(n_items, config["embedding"], mask_zero=True, name="items")(inputs)
+    embedded = RowEmbedding(n_items, config["embedding"], mask_zero=True, name="items")(inputs)
     embedded = keras.layers.Dropout(config["dropout"])(embedded)
     states = keras.layers.GRU(config["units"], return_sequences=True, name="gru")(embedded)
     logits = keras.layers.Dense(n_items, name="output")(states)
     model = keras.Model(inputs, logits)
     model.compile(
-        optimizer=keras.optimizers.Adam(config["learning_rate"]),
+        optimizer=adam(config["learning_rate"], sparse_update_min_rows),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
     )
     return model
@@ -234,21 +244,23 @@ def train_gru4rec(
     seed: int,
     softmax: SoftmaxChoice = FULL_SOFTMAX,
     progress: TrainingProgress = SILENT,
+    sparse_update_min_rows: int = 0,
 ) -> tuple[GRU4Rec, list[float]]:
     """Next-item prediction at every position of each user's sequence (softmax cross-entropy, full or sampled)."""
     keras.utils.set_random_seed(seed)
     chunks = gru_chunks(sequences, config["max_length"])
     with distributed.scope():
-        model = build_gru4rec(n_items, config)
+        model = build_gru4rec(n_items, config, sparse_update_min_rows)
     unigrams = item_unigrams(sequences, n_items)
-    losses = _fit(model, chunks[:, :-1], chunks[:, 1:], unigrams, softmax, config, seed, progress, "GRU4Rec batches")
+    x, y = chunks[:, :-1], chunks[:, 1:]
+    losses = _fit(model, x, y, unigrams, softmax, config, seed, progress, "GRU4Rec batches", sparse_update_min_rows)
     return GRU4Rec.from_model(model), losses
 
 
 # ---------------------------------------------------------------- Caser
 
 
-def build_caser(n_items: int, n_users: int, config: dict[str, Any]) -> Any:
+def build_caser(n_items: int, n_users: int, config: dict[str, Any], sparse_update_min_rows: int = 0) -> Any:
     """The last L item embeddings as an L x d image: vertical convolutions (weighted sums of the L rows) and
     horizontal ones of every height 1..L (max-pooled over time), a dense layer, the user embedding beside
     it, then logits over the catalogue.
@@ -260,7 +272,7 @@ def build_caser(n_items: int, n_users: int, config: dict[str, Any]) -> Any:
     length, dim = config["length"], config["embedding"]
     items_in = keras.Input((length,), dtype="int32")
     user_in = keras.Input((), dtype="int32")
-    embedded = keras.layers.Embedding(n_items, dim, name="items")(items_in)
+    embedded = RowEmbedding(n_items, dim, name="items")(items_in)
     columns = keras.layers.Permute((2, 1))(embedded)  # [d, L]: each column's L values
     vertical = keras.layers.Flatten()(keras.layers.Dense(config["vertical_filters"], name="vertical")(columns))
     horizontal = [
@@ -273,11 +285,11 @@ def build_caser(n_items: int, n_users: int, config: dict[str, Any]) -> Any:
     ]
     features = keras.layers.Dropout(config["dropout"])(keras.layers.Concatenate()([vertical, *horizontal]))
     z = keras.layers.Dense(dim, activation="relu", name="hidden")(features)
-    user = keras.layers.Embedding(n_users, dim, name="users")(user_in)
+    user = RowEmbedding(n_users, dim, name="users")(user_in)
     logits = keras.layers.Dense(n_items, name="output")(keras.layers.Concatenate()([z, user]))
     model = keras.Model([items_in, user_in], logits)
     model.compile(
-        optimizer=keras.optimizers.Adam(config["learning_rate"]),
+        optimizer=adam(config["learning_rate"], sparse_update_min_rows),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return model
@@ -292,12 +304,14 @@ def train_caser(
     seed: int,
     softmax: SoftmaxChoice = FULL_SOFTMAX,
     progress: TrainingProgress = SILENT,
+    sparse_update_min_rows: int = 0,
 ) -> tuple[Caser, list[float]]:
     """Next-item prediction from every window of L items (softmax cross-entropy, full or sampled)."""
     keras.utils.set_random_seed(seed)
     windows, owners, targets = caser_windows(sequences, users, config["length"])
     with distributed.scope():
-        model = build_caser(n_items, n_users, config)
+        model = build_caser(n_items, n_users, config, sparse_update_min_rows)
     unigrams = item_unigrams(sequences, n_items)
-    losses = _fit(model, [windows, owners], targets, unigrams, softmax, config, seed, progress, "Caser batches")
+    x = [windows, owners]
+    losses = _fit(model, x, targets, unigrams, softmax, config, seed, progress, "Caser batches", sparse_update_min_rows)
     return Caser.from_model(model, config["length"]), losses
