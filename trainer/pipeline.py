@@ -321,7 +321,10 @@ class StageTimes:
     def __init__(self, progress: TrainingProgress) -> None:
         self.progress = progress
         self.seconds: dict[str, float] = {}
-        self.peak_rss_gib: dict[str, float] = {}
+        # Measuring a stage resets the process's peak mark (which rusage's maximum RSS also reads), so the peak
+        # before the first stage (reading the data) is kept here, as "start".
+        start = resources.peak_rss_gib()
+        self.peak_rss_gib: dict[str, float] = {} if start is None else {"start": round(start, 2)}
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -545,4 +548,6 @@ def render_report(report: dict[str, Any]) -> str:
     peaks = report.get("peak_rss_gib", {})
     for name, seconds in report["timings_s"].items():
         lines.append(f"- {name}: {seconds}" + (f", peak RSS {peaks[name]}" if name in peaks else ""))
+    if "start" in peaks:
+        lines.append(f"- before the first stage (reading the data): peak RSS {peaks['start']}")
     return "\n".join(lines) + "\n"
