@@ -16,6 +16,7 @@ from recsys_runtime.synthesis import SYNTHETIC_USER_PREFIX, Synthesis, item_set_
 from recsys_runtime.workflow import Workflow
 from trainer.config import load_config
 from trainer.demo import AGE_GROUPS, TOPICS, generate
+from trainer.models import gan
 from trainer.models.gan import train_conditional_wgan
 from trainer.synthesis import fit_synthesis
 
@@ -197,12 +198,15 @@ def small_rows(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((300, 3)).astype(np.float32), (rng.random((300, 40)) < 0.1).astype(np.float32)
 
 
-def test_sparse_and_dense_rows_train_the_same_generator() -> None:
-    """The GAN makes only each batch's rows dense from a CSR matrix: same rows, same random draws, so the same
-    generator as from the dense table."""
+def test_sparse_and_dense_rows_train_the_same_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GAN makes only each batch's rows dense from a CSR matrix (conditions and targets alike): same rows,
+    same random draws, so the same generator as from the dense tables."""
     conditions, dense = small_rows(1)
     from_dense, dense_curves = train_conditional_wgan(conditions, dense, SMALL_GAN, 4, "sigmoid")
-    from_sparse, sparse_curves = train_conditional_wgan(conditions, sp.csr_matrix(dense), SMALL_GAN, 4, "sigmoid")
+    monkeypatch.setattr(gan, "DENSE_TABLE_BYTES", 0)  # these small tables would otherwise be made dense
+    from_sparse, sparse_curves = train_conditional_wgan(
+        sp.csr_matrix(conditions), sp.csr_matrix(dense), SMALL_GAN, 4, "sigmoid"
+    )
     expected_weights = from_dense.kernels + from_dense.biases
     for expected, actual in zip(expected_weights, from_sparse.kernels + from_sparse.biases, strict=True):
         np.testing.assert_array_equal(actual, expected)

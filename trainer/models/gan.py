@@ -235,12 +235,18 @@ class ConditionalWGAN(keras.Model):
         }
 
 
+# A sparse table whose dense float32 form is at most this large is made dense: a plain gather per batch is
+# cheaper than densifying each batch (ml-100k's generators train about 8% faster), and the memory is small.
+DENSE_TABLE_BYTES = 64 * 2**20
+
+
 def _row_lookup(matrix: np.ndarray | sp.spmatrix) -> Callable[[tf.Tensor], tf.Tensor]:
-    """A function from row indices to those rows, dense float32. A sparse matrix stays sparse in the graph
+    """A function from row indices to those rows, dense float32. A large sparse matrix stays sparse in the graph
     (only its non-zeros) and each batch is densified on its own (batch x width), never the whole table."""
     width = int(matrix.shape[1])
-    if not sp.issparse(matrix):
-        table = tf.constant(np.asarray(matrix, np.float32))
+    if not sp.issparse(matrix) or matrix.shape[0] * width * 4 <= DENSE_TABLE_BYTES:
+        dense = sp.csr_matrix(matrix).toarray() if sp.issparse(matrix) else matrix
+        table = tf.constant(np.asarray(dense, np.float32))
         return lambda rows: tf.gather(table, rows)
     matrix = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
     matrix.sum_duplicates()  # one entry per cell, so the segment sum below puts each value in place
