@@ -236,7 +236,7 @@ class ConditionalWGAN(keras.Model):
 
 
 # A sparse table whose dense float32 form is at most this large is made dense: a plain gather per batch is
-# cheaper than densifying each batch (ml-100k's generators train about 8% faster), and the memory is small.
+# cheaper than densifying each batch (ml-100k's synthetic stage: 74.9 s against 90.5 s, one run each).
 DENSE_TABLE_BYTES = 64 * 2**20
 
 
